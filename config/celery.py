@@ -1,0 +1,65 @@
+"""Celery configuration, built from the validated settings (``config/settings.py``).
+
+Loaded lazily by ``taskapp.app`` through ``app.config_from_object("config.celery")``, so a process
+reads its environment when the app is first configured, and a bad setting stops it there.
+Reference: https://docs.celeryq.dev/en/stable/userguide/configuration.html
+"""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from config.beat import beat_schedule as _beat_schedule
+from config.settings import load_settings
+from taskapp.queues import queue_names, route_task
+
+settings = load_settings()
+
+# The transport subclass keeps the "sqs://" URL (boto3 resolves endpoint and credentials) and
+# adds the redelivery fixes described in taskapp/sqs/transport.py.
+broker_url = "sqs://"
+broker_transport = "taskapp.sqs.transport:Transport"
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "region": settings.region,
+    "queue_name_prefix": settings.queue_prefix,
+    # Long polling: an idle queue costs ~3 requests a minute instead of one a second.
+    # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-short-and-long-polling.html
+    "wait_time_seconds": settings.wait_time_seconds,
+    # kombu sleeps this long when every prefetch slot is taken; 1 s (the default) caps a
+    # busy worker's throughput, long polling already covers the idle case.
+    "polling_interval": 0.1,
+}
+if settings.predefined_queues:
+    from taskapp.sqs.provision import predefined_queues
+
+    broker_transport_options["predefined_queues"] = predefined_queues(settings)
+
+# JSON only: pickle would let anyone who can write to a queue run code in the worker.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+task_default_queue = "default"
+task_queues = [Queue(name, routing_key=name) for name in queue_names()]
+task_routes = (route_task,)
+
+# At-least-once: a message is deleted only after its task finished, so a crashed worker's
+# message comes back after the visibility timeout.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 4
+worker_concurrency = settings.worker_concurrency
+task_time_limit = 300
+task_soft_time_limit = 270
+task_track_started = True
+task_send_sent_event = True
+
+result_backend = settings.result_backend
+result_extended = True
+result_expires = settings.result_expires
+database_create_tables_at_setup = True
+
+beat_schedule = _beat_schedule
+timezone = "UTC"

@@ -1,0 +1,1 @@
+"""The embedded local stack: moto as AWS, an SMTP sink, and the processes of ``taskapp dev``."""

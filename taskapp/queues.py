@@ -1,0 +1,119 @@
+"""Queue names, priority lanes and routing: one queue per task family, plus a ``-high`` lane.
+
+SQS has no message priorities, so ``priority="high"`` on a call routes the task to a separate
+lane queue (``email-high``) that has its own worker. Routing is by the family prefix of the task
+name, so a producer that knows only the name (``app.send_task("email.send")``) lands on the same
+queue as ``send_email.delay()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Family",
+    "HIGH",
+    "DLQ_SUFFIX",
+    "QueueSpec",
+    "family_of",
+    "lane",
+    "queue_names",
+    "route_task",
+    "plan_queues",
+]
+
+HIGH = "high"
+DLQ_SUFFIX = "-dlq"
+#: Seconds added to a queue's longest hard time limit, so the worker kills a stuck task
+#: (and dead-letters or retries it) before SQS would hand the message to someone else.
+VISIBILITY_GRACE = 30
+
+
+class Family(StrEnum):
+    """A task family; its name is the task-name prefix and the queue name."""
+
+    DEFAULT = "default"
+    EMAIL = "email"
+    IMAGES = "images"
+    CLEANUP = "cleanup"
+    REPORTS = "reports"
+
+    @property
+    def has_lane(self) -> bool:
+        return self is not Family.DEFAULT
+
+
+def family_of(task_name: str) -> Family:
+    """The family a task name belongs to: ``email.send`` -> email; unknown -> default."""
+    prefix = task_name.split(".", 1)[0]
+    try:
+        return Family(prefix)
+    except ValueError:
+        return Family.DEFAULT
+
+
+def lane(family: Family, priority: object = None) -> str:
+    """The queue a call lands on: ``email`` or, with ``priority="high"``, ``email-high``."""
+    if priority == HIGH and family.has_lane:
+        return f"{family.value}-{HIGH}"
+    return family.value
+
+
+def queue_names() -> list[str]:
+    """Every work queue (without the environment prefix), lanes included; DLQs excluded."""
+    names: list[str] = []
+    for family in Family:
+        names.append(lane(family))
+        if family.has_lane:
+            names.append(lane(family, HIGH))
+    return names
+
+
+def route_task(
+    name: str, args: Any, kwargs: Any, options: Mapping[str, Any], task: Any = None, **kw: Any
+) -> dict[str, str]:
+    """Celery router: the task's family queue, or its high lane for ``priority="high"``."""
+    return {"queue": lane(family_of(name), options.get("priority"))}
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """What provisioning creates for one work queue."""
+
+    name: str
+    visibility_timeout: int
+    hard_time_limit: int
+    tasks: tuple[str, ...]
+
+    @property
+    def dlq(self) -> str:
+        return self.name + DLQ_SUFFIX
+
+
+def plan_queues(
+    time_limits: Mapping[str, int | None], default_time_limit: int
+) -> list[QueueSpec]:
+    """Derive each queue's VisibilityTimeout from the hard time limits of the tasks routed to it.
+
+    ``time_limits`` maps task name -> hard time limit (``None``: the app's default). A lane shares
+    its family's tasks, so it gets the same timeout.
+    """
+    by_family: dict[Family, list[tuple[str, int]]] = {family: [] for family in Family}
+    for name, limit in time_limits.items():
+        by_family[family_of(name)].append((name, limit or default_time_limit))
+    specs = []
+    for family, entries in by_family.items():
+        hard = max((limit for _, limit in entries), default=default_time_limit)
+        names = tuple(sorted(name for name, _ in entries))
+        for queue in _lanes(family):
+            specs.append(QueueSpec(queue, hard + VISIBILITY_GRACE, hard, names))
+    return specs
+
+
+def _lanes(family: Family) -> Iterable[str]:
+    yield lane(family)
+    if family.has_lane:
+        yield lane(family, HIGH)

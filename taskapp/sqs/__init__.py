@@ -1,0 +1,1 @@
+"""Everything that knows kombu's SQS internals lives in this package."""

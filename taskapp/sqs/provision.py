@@ -1,0 +1,209 @@
+"""Create or update every queue, its dead-letter queue and redrive policy; report their depths.
+
+Provisioning is idempotent: it reads each queue's attributes and writes only those that differ,
+so a second run reports every queue as unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from config.settings import Settings, SettingError
+from taskapp.queues import QueueSpec
+
+__all__ = [
+    "Change",
+    "QueueStatus",
+    "effective_specs",
+    "provision",
+    "queue_status",
+    "predefined_queues",
+    "app_specs",
+    "ensure_bucket",
+]
+
+#: SQS maximum retention: a dead letter waits two weeks for someone to look at it.
+DLQ_RETENTION = 14 * 86400
+QUEUE_RETENTION = 4 * 86400
+
+
+@dataclass(frozen=True)
+class Change:
+    """What provisioning did to one queue: ``created``, ``updated`` or ``unchanged``."""
+
+    queue: str
+    action: str
+    attributes: tuple[str, ...] = ()
+
+
+def effective_specs(specs: Iterable[QueueSpec], settings: Settings) -> list[QueueSpec]:
+    """Apply ``TASKAPP_VISIBILITY_TIMEOUT``, refusing one shorter than a queue's hard limit."""
+    override = settings.visibility_timeout
+    result = []
+    for spec in specs:
+        if override is None:
+            result.append(spec)
+            continue
+        if override < spec.hard_time_limit:
+            raise SettingError(
+                "TASKAPP_VISIBILITY_TIMEOUT",
+                override,
+                f"at least {spec.hard_time_limit} (the hard time limit of queue "
+                f"'{spec.name}'), or unset to derive it per queue",
+            )
+        result.append(QueueSpec(spec.name, override, spec.hard_time_limit, spec.tasks))
+    return result
+
+
+def _desired(spec: QueueSpec, settings: Settings, dlq_arn: str) -> dict[str, str]:
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receives}
+    return {
+        "VisibilityTimeout": str(spec.visibility_timeout),
+        "ReceiveMessageWaitTimeSeconds": str(settings.wait_time_seconds),
+        "MessageRetentionPeriod": str(QUEUE_RETENTION),
+        "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
+    }
+
+
+def _same(name: str, current: str | None, wanted: str) -> bool:
+    if current is None:
+        return False
+    if name == "RedrivePolicy":
+        # SQS may echo maxReceiveCount as a string; compare the meaning, not the spelling.
+        have, want = json.loads(current), json.loads(wanted)
+        return have["deadLetterTargetArn"] == want["deadLetterTargetArn"] and int(
+            have["maxReceiveCount"]
+        ) == int(want["maxReceiveCount"])
+    return current == wanted
+
+
+def _ensure(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[Change, str]:
+    """Create ``name`` with ``attributes`` or update what differs; return the change and URL."""
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        ):
+            raise
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        return Change(name, "created", tuple(sorted(attributes))), url
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    stale = {k: v for k, v in attributes.items() if not _same(k, current.get(k), v)}
+    if not stale:
+        return Change(name, "unchanged"), url
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=stale)
+    return Change(name, "updated", tuple(sorted(stale))), url
+
+
+def _arn(sqs: Any, url: str) -> str:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return str(attrs["QueueArn"])
+
+
+def provision(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[Change]:
+    """Create or update each queue and its DLQ; return one ``Change`` per SQS queue."""
+    changes = []
+    prefix = settings.queue_prefix
+    for spec in effective_specs(specs, settings):
+        dlq_attrs = {"MessageRetentionPeriod": str(DLQ_RETENTION)}
+        dlq_change, dlq_url = _ensure(sqs, prefix + spec.dlq, dlq_attrs)
+        change, _ = _ensure(sqs, prefix + spec.name, _desired(spec, settings, _arn(sqs, dlq_url)))
+        changes += [dlq_change, change]
+    return changes
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """Depth of one queue: visible, in flight, delayed, and the age of its oldest message."""
+
+    queue: str
+    visible: int
+    in_flight: int
+    delayed: int
+    oldest_age: timedelta | None
+
+
+_DEPTH = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+def _oldest_age(sqs: Any, url: str, is_dlq: bool) -> timedelta | None:
+    # SQS exposes the oldest message's age only as a CloudWatch metric. A DLQ has no redrive
+    # policy of its own, so peeking there (visibility 0) cannot push a message anywhere.
+    if not is_dlq:
+        return None
+    resp = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["SentTimestamp"],
+    )
+    stamps = [int(m["Attributes"]["SentTimestamp"]) for m in resp.get("Messages", [])]
+    if not stamps:
+        return None
+    sent = datetime.fromtimestamp(min(stamps) / 1000, UTC)
+    return datetime.now(UTC) - sent
+
+
+def queue_status(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[QueueStatus]:
+    """Depths of every queue and DLQ, in provisioning order."""
+    rows = []
+    for spec in specs:
+        for name, is_dlq in ((spec.name, False), (spec.dlq, True)):
+            url = sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"]
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH)["Attributes"]
+            visible, in_flight, delayed = (int(attrs.get(key, 0)) for key in _DEPTH)
+            rows.append(
+                QueueStatus(name, visible, in_flight, delayed, _oldest_age(sqs, url, is_dlq))
+            )
+    return rows
+
+
+def predefined_queues(settings: Settings) -> dict[str, dict[str, str]]:
+    """kombu ``predefined_queues`` for every provisioned queue and DLQ (GetQueueUrl only)."""
+    from taskapp.aws import client
+    from taskapp.queues import DLQ_SUFFIX, queue_names
+
+    sqs = client("sqs", settings)
+    result = {}
+    for name in queue_names():
+        for sqs_name in (settings.queue_prefix + name, settings.queue_prefix + name + DLQ_SUFFIX):
+            url = sqs.get_queue_url(QueueName=sqs_name)["QueueUrl"]
+            result[sqs_name] = {"url": url}
+    return result
+
+
+def app_specs(app: Any) -> list[QueueSpec]:
+    """Queue plan of ``app``: every registered task's hard time limit, grouped by queue."""
+    from taskapp.queues import plan_queues
+
+    app.loader.import_default_modules()
+    limits = {
+        name: task.time_limit for name, task in app.tasks.items() if not name.startswith("celery.")
+    }
+    return plan_queues(limits, app.conf.task_time_limit)
+
+
+def ensure_bucket(s3: Any, bucket: str) -> bool:
+    """Create ``bucket`` unless it exists; return whether it was created."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return False
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    region = s3.meta.region_name
+    extra = {} if region == "us-east-1" else {
+        "CreateBucketConfiguration": {"LocationConstraint": region}
+    }
+    s3.create_bucket(Bucket=bucket, **extra)
+    return True

@@ -1,0 +1,80 @@
+"""kombu's SQS transport with the fixes taskapp relies on.
+
+Selected with ``broker_transport = "taskapp.sqs.transport:Transport"`` (see ``config/celery.py``);
+the broker URL stays ``sqs://`` so boto3's endpoint and credential chain apply unchanged.
+
+What it changes, and why:
+
+* ``delivery_info["redelivered"]`` is set from SQS's ``ApproximateReceiveCount``. kombu 5.7
+  fetches the count but never sets the flag, so "is this a redelivery?" checks always say no.
+* A message rejected without requeue on a queue with a RedrivePolicy is made visible again after
+  a short exponential backoff (ChangeMessageVisibility), instead of staying invisible for the
+  whole visibility timeout. SQS counts each receive and moves the message to the queue's
+  dead-letter queue after ``maxReceiveCount`` receives, so a poison message reaches the DLQ in
+  seconds, not in ``maxReceiveCount`` x visibility timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+from kombu.log import get_logger
+from kombu.transport import SQS
+
+__all__ = ["Channel", "Transport", "receive_count", "redelivery_delay"]
+
+logger = get_logger(__name__)
+
+#: Cap of the visibility backoff applied to a rejected message, in seconds.
+MAX_REDELIVERY_DELAY = 60
+
+
+def receive_count(sqs_message: dict[str, Any]) -> int:
+    """How many times SQS has handed out this message (1 on first delivery)."""
+    attributes = sqs_message.get("Attributes") or {}
+    try:
+        return int(attributes.get("ApproximateReceiveCount", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def redelivery_delay(receives: int) -> int:
+    """Seconds until a rejected message is visible again: 1, 2, 4, ... capped."""
+    return min(2 ** max(receives - 1, 0), MAX_REDELIVERY_DELAY)
+
+
+class Channel(SQS.Channel):
+    """SQS channel that flags redeliveries and backs off rejected messages."""
+
+    def _envelope_payload(self, payload, raw_text, message, q_url):  # type: ignore[no-untyped-def]
+        payload = super()._envelope_payload(payload, raw_text, message, q_url)
+        payload["properties"]["delivery_info"]["redelivered"] = receive_count(message) > 1
+        return payload
+
+    def _delete_rejected_message(self, delivery_tag):  # type: ignore[no-untyped-def]
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            sqs_message, queue_url = info["sqs_message"], info["sqs_queue"]
+        except KeyError:
+            return
+        queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        if not self._has_redrive_policy(queue, queue_url):
+            super()._delete_rejected_message(delivery_tag)
+            return
+        delay = redelivery_delay(receive_count(sqs_message))
+        try:
+            self.sqs(queue=queue).change_message_visibility(
+                QueueUrl=queue_url,
+                ReceiptHandle=sqs_message["ReceiptHandle"],
+                VisibilityTimeout=delay,
+            )
+        except ClientError as exc:
+            # The message still comes back after its visibility timeout; only slower.
+            logger.warning("could not back off rejected message on %s: %s", queue_url, exc)
+
+
+class Transport(SQS.Transport):
+    """kombu's SQS transport using :class:`Channel`."""
+
+    Channel = Channel
