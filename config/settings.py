@@ -180,6 +180,12 @@ SETTINGS: dict[str, Spec] = {
         "Decompression-bomb guard: largest image, in pixels, the image tasks will decode.",
         "an integer from 1 to 2147483648",
     ),
+    "image_max_bytes": Spec(
+        "TASKAPP_IMAGE_MAX_BYTES", _int_in(1, 2**31), 20 * 1024 * 1024,
+        "Largest source image, in bytes, the image tasks will download (S3 or URL); a URL "
+        "fetch is aborted while streaming once it passes this.",
+        "an integer from 1 to 2147483648",
+    ),
     "fetch_allowlist": Spec(
         "TASKAPP_FETCH_ALLOWLIST", lambda raw: tuple(p.strip() for p in raw.split(",") if p),
         (), "Comma-separated hosts/CIDRs that URL fetches may reach although private "
@@ -215,6 +221,7 @@ class Settings:
     worker_concurrency: int
     result_expires: int
     max_image_pixels: int
+    image_max_bytes: int
     fetch_allowlist: tuple[str, ...]
     event_sample_rate: float
 
