@@ -10,10 +10,17 @@ from __future__ import annotations
 from kombu import Queue
 
 from config.beat import beat_schedule as _beat_schedule
-from config.settings import load_settings
+import sys
+
+from config.settings import SettingError, load_settings
 from taskapp.queues import queue_names, route_task
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except SettingError as exc:
+    # Every process (worker, beat, flower, producers) stops here with one clear line.
+    print(f"taskapp: configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from exc
 
 # The transport subclass keeps the "sqs://" URL (boto3 resolves endpoint and credentials) and
 # adds the redelivery fixes described in taskapp/sqs/transport.py.

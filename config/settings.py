@@ -175,6 +175,20 @@ SETTINGS: dict[str, Spec] = {
         "Seconds a task result is kept before cleanup removes it.",
         "an integer from 60 to 7776000",
     ),
+    "retention_rules": Spec(
+        "TASKAPP_RETENTION_RULES", str, None,
+        "Path of a JSON or TOML file whose `tables`/`storage`/`hygiene` lists replace the "
+        "default retention rules (`config/retention.py`).",
+    ),
+    "cleanup_batch_size": Spec(
+        "TASKAPP_CLEANUP_BATCH_SIZE", _int_in(1, 20000), 5000,
+        "Rows deleted or anonymized per transaction by `cleanup.run`.",
+        "an integer from 1 to 20000",
+    ),
+    "cleanup_hour": Spec(
+        "TASKAPP_CLEANUP_HOUR", _int_in(0, 23), 3,
+        "UTC hour at which beat starts the nightly `cleanup.run`.", "an integer from 0 to 23",
+    ),
     "max_image_pixels": Spec(
         "TASKAPP_MAX_IMAGE_PIXELS", _int_in(1, 2**31), 64_000_000,
         "Decompression-bomb guard: largest image, in pixels, the image tasks will decode.",
@@ -195,6 +209,28 @@ SETTINGS: dict[str, Spec] = {
         "TASKAPP_EVENT_SAMPLE_RATE", _float_in(0.0, 1.0), 1.0,
         "Fraction of task events sent to monitoring (1 = all, 0 = heartbeats only).",
         "a number from 0 to 1",
+    ),
+    "report_url_expires": Spec(
+        "TASKAPP_REPORT_URL_EXPIRES", _int_in(60, 7 * 86400), 86400,
+        "Seconds a report's presigned download URL stays valid (S3 allows at most 7 days).",
+        "an integer from 60 to 604800",
+    ),
+    "report_max_days": Spec(
+        "TASKAPP_REPORT_MAX_DAYS", _int_in(1, 3660), 366,
+        "Longest date range, in days, a report accepts; a longer one is refused as bad input.",
+        "an integer from 1 to 3660",
+    ),
+    "report_part_days": Spec(
+        "TASKAPP_REPORT_PART_DAYS", _int_in(1, 3660), 31,
+        "A splittable report whose range is longer than this many days is generated as parts "
+        "of this many days in parallel (a Celery chord) and merged in order.",
+        "an integer from 1 to 3660",
+    ),
+    "record_task_runtimes": Spec(
+        "TASKAPP_RECORD_TASK_RUNTIMES", _bool, True,
+        "Workers record each task execution's runtime in `reports_task_runs`, the source of "
+        "the `task_activity` report's p50/p95 (Celery's result table keeps no start time).",
+        "true | false",
     ),
 }
 
@@ -220,10 +256,17 @@ class Settings:
     log_format: str
     worker_concurrency: int
     result_expires: int
+    retention_rules: str | None
+    cleanup_batch_size: int
+    cleanup_hour: int
     max_image_pixels: int
     image_max_bytes: int
     fetch_allowlist: tuple[str, ...]
     event_sample_rate: float
+    report_url_expires: int
+    report_max_days: int
+    report_part_days: int
+    record_task_runtimes: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -75,7 +75,10 @@ def s3(settings: Settings) -> Any:
 
 @pytest.fixture(scope="session")
 def provisioned(app: Any, settings: Settings, sqs: Any, s3: Any) -> list[Any]:
-    """Every queue, DLQ and the bucket of this session, created on the moto server."""
+    """Every queue, DLQ and the bucket of this session on the moto server; the DB migrated."""
+    from taskapp.db import upgrade
+
+    upgrade(settings.database_url)
     ensure_bucket(s3, settings.bucket)
     return provision(sqs, settings, app_specs(app))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import MutableMapping
 
@@ -31,6 +32,8 @@ class LocalAWS:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> LocalAWS:
+        # moto serves through werkzeug, which logs every request at INFO.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
         return self
 
@@ -41,5 +44,5 @@ class LocalAWS:
         """Point boto3 (and so kombu and every taskapp client) at this server."""
         environ = os.environ if environ is None else environ
         for key, value in LOCAL_CREDENTIALS.items():
-            environ.setdefault(key, value)
+            environ[key] = value
         environ["AWS_ENDPOINT_URL"] = self.endpoint_url

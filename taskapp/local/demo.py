@@ -1,0 +1,90 @@
+"""``taskapp demo``: start the local stack, run one task of every family, print what came out."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from taskapp.local.stack import Stack
+
+__all__ = ["run_demo", "FAMILY_DEMOS", "DemoFailed"]
+
+#: Each module has ``run() -> list[tuple[str, str]]``; families not installed are skipped.
+FAMILY_DEMOS = ["email", "images", "cleanup", "reports"]
+DEADLINE = 115  # seconds; the demo promises to finish in under 2 minutes
+
+
+class DemoFailed(Exception):
+    """A demo step failed; the message says which and why."""
+
+
+def _ping() -> list[tuple[str, str]]:
+    from taskapp.tasks import ping
+
+    started = time.monotonic()
+    answer = ping.delay().get(timeout=60, interval=0.05)
+    return [("taskapp.ping", f"{answer} in {time.monotonic() - started:.2f}s")]
+
+
+def _steps() -> list[tuple[str, Callable[[], list[tuple[str, str]]]]]:
+    steps: list[tuple[str, Callable[[], list[tuple[str, str]]]]] = [("ping", _ping)]
+    for family in FAMILY_DEMOS:
+        name = f"taskapp.{family}.demo"
+        if _installed(f"taskapp.{family}") and _installed(name):
+            steps.append((family, importlib.import_module(name).run))
+    return steps
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise DemoFailed(f"the demo did not finish within {DEADLINE}s")
+
+
+def run_demo(var_dir: Path, console: Console | None = None) -> int:
+    """Run the demo; return the process exit status (0 on success)."""
+    console = console or Console()
+    stack = Stack(var_dir, flower=False)
+    results: list[tuple[str, str, str]] = []
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(DEADLINE)
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            step = progress.add_task("starting moto, SMTP sink, worker and beat", total=None)
+            stack.start()
+            progress.update(step, completed=1, total=1)
+            for family, run in _steps():
+                step = progress.add_task(f"{family}: running", total=None)
+                try:
+                    lines = run()
+                except Exception as exc:  # a demo step's failure becomes the demo's reason
+                    dead = ", ".join(r.name for r in stack.dead_roles())
+                    hint = f" (exited: {dead}; see {stack.var_dir / 'log'})" if dead else ""
+                    raise DemoFailed(f"{family}: {type(exc).__name__}: {exc}{hint}") from exc
+                results += [(family, label, value) for label, value in lines]
+                progress.update(step, description=f"{family}: done", completed=1, total=1)
+    except DemoFailed as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        return 1
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        stack.stop()
+    table = Table("family", "what", "result", title="taskapp demo")
+    for row in results:
+        table.add_row(*row)
+    console.print(table)
+    console.print("[green]demo succeeded[/green]")
+    return 0
