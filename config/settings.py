@@ -127,6 +127,11 @@ SETTINGS: dict[str, Spec] = {
         "TASKAPP_WAIT_TIME_SECONDS", _int_in(0, 20), 20,
         "SQS long-poll wait of each ReceiveMessage, in seconds.", "an integer from 0 to 20",
     ),
+    "delay_hop": Spec(
+        "TASKAPP_DELAY_HOP", _int_in(1, 900), 900,
+        "Longest single SQS DelaySeconds hop of a countdown/ETA, in seconds; longer delays are "
+        "re-published hop by hop (tests shorten it).", "an integer from 1 to 900",
+    ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES", _bool, False,
         "Production mode: the worker resolves the provisioned queue URLs once and never "
@@ -157,6 +162,17 @@ SETTINGS: dict[str, Spec] = {
     "mail_dir": Spec(
         "TASKAPP_MAIL_DIR", str, "var/mail",
         "Where the `file` email backend and the local SMTP sink write `.eml` files.",
+    ),
+    "email_max_attachment_bytes": Spec(
+        "TASKAPP_EMAIL_MAX_ATTACHMENT_BYTES", _int_in(1, 40 * 1024 * 1024), 10 * 1024 * 1024,
+        "Largest single email attachment, in bytes; a larger one fails the send as bad input.",
+        "an integer from 1 to 41943040",
+    ),
+    "email_send_rate": Spec(
+        "TASKAPP_EMAIL_SEND_RATE", _float_in(0.01, 10000.0), 14.0,
+        "Emails per second `email.send_bulk` schedules; match the SES account's maximum send "
+        "rate (14/s is a common production default, 1/s in the sandbox).",
+        "a number from 0.01 to 10000",
     ),
     "flower_basic_auth": Spec(
         "TASKAPP_FLOWER_BASIC_AUTH", Secret, Secret(""),
@@ -245,6 +261,7 @@ class Settings:
     visibility_timeout: int | None
     max_receives: int
     wait_time_seconds: int
+    delay_hop: int
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None
@@ -252,6 +269,8 @@ class Settings:
     email_backend: str
     smtp_url: Secret
     mail_dir: str
+    email_max_attachment_bytes: int
+    email_send_rate: float
     flower_basic_auth: Secret
     log_format: str
     worker_concurrency: int
