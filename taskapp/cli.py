@@ -138,4 +138,5 @@ def dev(var_dir: Path) -> None:
 
 
 # --- command groups (one line each) ---
+main.add_command(__import__("taskapp.cleanup.cli", fromlist=["cleanup"]).cleanup)
 # --- end of command groups ---
