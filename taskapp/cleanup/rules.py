@@ -39,8 +39,12 @@ class RuleError(PermanentError):
     """A retention rule that cannot run as written; the message names the rule."""
 
     def __init__(self, rule: str, problem: str) -> None:
-        self.rule = rule
-        super().__init__(f"retention rule {rule!r}: {problem}")
+        # Both parts are the args, so the result backend can rebuild the error from them.
+        super().__init__(rule, problem)
+        self.rule, self.problem = rule, problem
+
+    def __str__(self) -> str:
+        return f"retention rule {self.rule!r}: {self.problem}"
 
 
 @dataclass(frozen=True)

@@ -58,19 +58,26 @@ def apply_storage_rule(
     return result
 
 
-def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
-    """Every object under ``prefix``, page by page."""
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+def list_objects(
+    s3: Any, bucket: str, prefix: str, page_size: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix``, one ``list_objects_v2`` page at a time."""
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+    )
+    for page in pages:
         yield from page.get("Contents", [])
 
 
-def delete_keys(s3: Any, bucket: str, keys: Iterable[str]) -> tuple[int, int]:
+def delete_keys(
+    s3: Any, bucket: str, keys: Iterable[str], batch_size: int = DELETE_BATCH
+) -> tuple[int, int]:
     """Delete ``keys`` in batches of 1,000; return (objects deleted, requests made)."""
     deleted = requests = failed = 0
     batch: list[str] = []
     for key in keys:
         batch.append(key)
-        if len(batch) == DELETE_BATCH:
+        if len(batch) == batch_size:
             deleted, failed = _delete(s3, bucket, batch, deleted, failed)
             requests, batch = requests + 1, []
     if batch:
