@@ -7,11 +7,11 @@ Reference: https://docs.celeryq.dev/en/stable/userguide/configuration.html
 
 from __future__ import annotations
 
+import sys
+
 from kombu import Queue
 
 from config.beat import beat_schedule as _beat_schedule
-import sys
-
 from config.settings import SettingError, load_settings
 from taskapp.queues import queue_names, route_task
 
@@ -36,6 +36,14 @@ broker_transport_options = {
     # kombu sleeps this long when every prefetch slot is taken; 1 s (the default) caps a
     # busy worker's throughput, long polling already covers the idle case.
     "polling_interval": 0.1,
+    # Longest DelaySeconds of one hop of a long countdown (taskapp/sqs/delay.py).
+    "delay_hop": settings.delay_hop,
+    # Receive counts (redelivery, dead-letter attempts) and our own message attributes
+    # (dead-letter reasons, claim-check pointers).
+    "fetch_message_attributes": {
+        "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        "MessageAttributeNames": [".*"],
+    },
 }
 if settings.predefined_queues:
     from taskapp.sqs.provision import predefined_queues
@@ -49,6 +57,8 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 
 task_default_queue = "default"
+# Poison messages (undecodable, unknown task) go to the DLQ with a reason: taskapp/sqs/worker.py
+worker_consumer = "taskapp.sqs.worker:Consumer"
 task_queues = [Queue(name, routing_key=name) for name in queue_names()]
 task_routes = (route_task,)
 
@@ -67,6 +77,9 @@ result_backend = settings.result_backend
 result_extended = True
 result_expires = settings.result_expires
 database_create_tables_at_setup = True
+if settings.database_url.startswith("sqlite"):
+    # Worker threads, beat and the CLI share one file: wait for a writer instead of failing.
+    database_engine_options = {"connect_args": {"timeout": 30}}
 
 beat_schedule = _beat_schedule
 timezone = "UTC"

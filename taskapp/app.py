@@ -1,10 +1,16 @@
-"""The Celery app and the task families it loads."""
+"""The Celery app, its task base class, and the task families it loads."""
 
 from __future__ import annotations
 
-from celery import Celery, signals
+import logging
+import math
+from typing import Any
 
-__all__ = ["app", "FAMILY_PACKAGES"]
+from celery import Celery, Task, signals
+
+__all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
+
+logger = logging.getLogger(__name__)
 
 #: Packages whose ``tasks`` module registers a task family (missing ones are skipped).
 FAMILY_PACKAGES = [
@@ -15,9 +21,83 @@ FAMILY_PACKAGES = [
     "taskapp.reports",
 ]
 
-app = Celery("taskapp")
+#: Seconds a running key's lease outlives the task's hard time limit.
+LEASE_GRACE = 30
+
+
+class TaskappTask(Task):
+    """Base of every task: dead letters with reasons, and exactly-once effect per key.
+
+    Call options: ``apply_async(..., idempotency_key="order-42:receipt")`` sets the key two
+    deliveries must share to count as one (default: the task id). Producers that only know the
+    name pass it as ``headers={"idempotency_key": ...}``.
+    """
+
+    Request = "taskapp.sqs.worker:Request"
+    #: Run under an idempotency key (Celery's own ``celery.*`` tasks never do).
+    idempotent = True
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: Any = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: Any = None,
+        **options: Any,
+    ) -> Any:
+        key = options.pop("idempotency_key", None)
+        if key is not None:
+            options["headers"] = {**(options.get("headers") or {}), "idempotency_key": str(key)}
+        return super().apply_async(
+            args, kwargs, task_id, producer, link, link_error, shadow, **options
+        )
+
+    def idempotency_key(self, kwargs: dict[str, Any]) -> str:
+        """``<task name>:<key>``: the caller's key if given, else the task id."""
+        key = getattr(self.request, "idempotency_key", None) or kwargs.get("idempotency_key")
+        return f"{self.name}:{key or self.request.id}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly or not self.idempotent or self.name.startswith("celery."):
+            return super().__call__(*args, **kwargs)
+        from taskapp import idempotency
+        from taskapp.db import engine
+
+        key, eng = self.idempotency_key(kwargs), engine()
+        lease = (self.time_limit or self.app.conf.task_time_limit or 300) + LEASE_GRACE
+        claim = idempotency.claim(eng, key, self.name, lease)
+        if claim.done:
+            logger.info("duplicate delivery of %s, returning the stored result", key)
+            return claim.result
+        if not claim.acquired:
+            # Another delivery holds a live lease: look again when it runs out.
+            raise self.retry(countdown=max(1, math.ceil(claim.wait_seconds)), max_retries=None)
+        try:
+            result = super().__call__(*args, **kwargs)
+        except BaseException:
+            idempotency.release(eng, key)
+            raise
+        idempotency.complete(eng, key, result)
+        return result
+
+
+app = Celery("taskapp", task_cls=TaskappTask)
 app.config_from_object("config.celery")
 app.autodiscover_tasks(FAMILY_PACKAGES)
+
+
+@signals.before_task_publish.connect
+def _native_delay(
+    headers: dict[str, Any], properties: dict[str, Any], routing_key: str = "", **_: Any
+) -> None:
+    """countdown/eta -> SQS DelaySeconds, so no worker holds a delayed message."""
+    from taskapp.sqs.delay import apply_native_delay
+
+    hop = app.conf.broker_transport_options.get("delay_hop", 900)
+    apply_native_delay(headers, properties, routing_key or "", hop)
 
 
 @signals.worker_init.connect

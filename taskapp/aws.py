@@ -1,4 +1,4 @@
-"""boto3 clients configured from settings: one endpoint, one region, the standard credential chain."""
+"""boto3 clients from settings: one endpoint, one region, the standard credential chain."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from config.settings import Settings, load_settings
 
 __all__ = ["client"]
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30
+)
 
 
 @lru_cache(maxsize=32)

@@ -73,8 +73,11 @@ README_MARKERS = ("<!-- settings:start -->\n", "<!-- settings:end -->")
 
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's settings table.")
-@click.option("--readme", type=click.Path(exists=True, path_type=Path),
-              help="Rewrite the settings table between the markers of this README.")
+@click.option(
+    "--readme",
+    type=click.Path(exists=True, path_type=Path),
+    help="Rewrite the settings table between the markers of this README.",
+)
 def show_settings(markdown: bool, readme: Path | None) -> None:
     """Validate the environment's settings and print them (secrets masked)."""
     if markdown:

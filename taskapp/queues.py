@@ -93,9 +93,7 @@ class QueueSpec:
         return self.name + DLQ_SUFFIX
 
 
-def plan_queues(
-    time_limits: Mapping[str, int | None], default_time_limit: int
-) -> list[QueueSpec]:
+def plan_queues(time_limits: Mapping[str, int | None], default_time_limit: int) -> list[QueueSpec]:
     """Derive each queue's VisibilityTimeout from the hard time limits of the tasks routed to it.
 
     ``time_limits`` maps task name -> hard time limit (``None``: the app's default). A lane shares

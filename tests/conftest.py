@@ -79,6 +79,7 @@ def provisioned(app: Any, settings: Settings, sqs: Any, s3: Any) -> list[Any]:
     from taskapp.db import upgrade
 
     upgrade(settings.database_url)
+    tests.tasks.effects_metadata.create_all(tests.tasks.engine(settings.database_url))
     ensure_bucket(s3, settings.bucket)
     return provision(sqs, settings, app_specs(app))
 

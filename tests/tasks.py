@@ -1,10 +1,45 @@
-"""Tasks used only by the test suite (registered by tests/conftest.py, never in production)."""
+"""Tasks used only by the test suite (registered by tests/conftest.py, never in production).
+
+Each execution of ``tests.record``/``tests.flaky``/``tests.fail_permanently`` writes one row to
+``test_effects``, so tests count executions in the database, not in memory.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from celery.exceptions import Reject
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, insert, select
 
 from taskapp.app import app
+from taskapp.db import engine
+from taskapp.errors import PermanentError, RetryableError
+
+effects_metadata = MetaData()
+effects = Table(
+    "test_effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tag", String(200), nullable=False, index=True),
+    Column("task_id", String(64)),
+    Column("at", Float, nullable=False),
+)
+
+
+def record_effect(tag: str, task_id: str | None) -> int:
+    """Write one execution row for ``tag``; return how many rows ``tag`` now has."""
+    eng = engine()
+    with eng.begin() as conn:
+        conn.execute(insert(effects).values(tag=tag, task_id=task_id, at=time.time()))
+        return int(conn.execute(select(func.count()).where(effects.c.tag == tag)).scalar_one())
+
+
+def effect_times(tag: str) -> list[float]:
+    """When each execution of ``tag`` happened (epoch seconds), in order."""
+    with engine().connect() as conn:
+        rows = conn.execute(select(effects.c.at).where(effects.c.tag == tag).order_by(effects.c.id))
+        return [row.at for row in rows]
 
 
 @app.task(name="tests.add", soft_time_limit=5, time_limit=10)
@@ -17,3 +52,43 @@ def add(x: int, y: int) -> int:
 def reject() -> None:
     """Refuse the message without requeue: SQS redelivers it until its redrive policy fires."""
     raise Reject("always rejected", requeue=False)
+
+
+@app.task(name="tests.record", bind=True, soft_time_limit=5, time_limit=10)
+def record(self: Any, tag: str, sleep: float = 0.0, **_: Any) -> int:
+    """Record one execution of ``tag`` (after sleeping ``sleep`` seconds)."""
+    time.sleep(sleep)
+    return record_effect(tag, self.request.id)
+
+
+@app.task(
+    name="tests.flaky",
+    bind=True,
+    autoretry_for=(RetryableError,),
+    throws=(PermanentError,),
+    retry_backoff=1,
+    retry_backoff_max=2,
+    retry_jitter=True,
+    max_retries=2,
+    soft_time_limit=5,
+    time_limit=10,
+)
+def flaky(self: Any, tag: str, failures: int) -> int:
+    """Fail with a retryable error on the first ``failures`` executions, then succeed."""
+    count = record_effect(tag, self.request.id)
+    if count <= failures:
+        raise RetryableError(f"transient failure {count} of {failures}")
+    return count
+
+
+@app.task(
+    name="tests.fail_permanently",
+    bind=True,
+    throws=(PermanentError,),
+    soft_time_limit=5,
+    time_limit=10,
+)
+def fail_permanently(self: Any, tag: str) -> None:
+    """Refuse the input for good."""
+    record_effect(tag, self.request.id)
+    raise PermanentError(f"bad input for {tag}: field 'to' is empty")

@@ -60,8 +60,13 @@ def run_demo(var_dir: Path, console: Console | None = None) -> int:
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(DEADLINE)
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
             step = progress.add_task("starting moto, SMTP sink, worker and beat", total=None)
             stack.start()
             progress.update(step, completed=1, total=1)

@@ -40,8 +40,12 @@ class Role:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.argv,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -70,21 +74,48 @@ class Stack:
         self.flower_port = free_port() if flower else None
         logs = self.var_dir / "log"
         self.roles = [
-            Role("worker", _celery("worker", "-E", "--loglevel=INFO", "-n", "dev@%h",
-                                   f"--concurrency={concurrency}"), logs / "worker.log"),
-            Role("beat", _celery("beat", "--loglevel=INFO",
-                                 f"--schedule={self.var_dir / 'celerybeat-schedule'}"),
-                 logs / "beat.log"),
+            Role(
+                "worker",
+                _celery(
+                    "worker",
+                    "-E",
+                    "--loglevel=INFO",
+                    "-n",
+                    "dev@%h",
+                    f"--concurrency={concurrency}",
+                ),
+                logs / "worker.log",
+            ),
+            Role(
+                "beat",
+                _celery(
+                    "beat", "--loglevel=INFO", f"--schedule={self.var_dir / 'celerybeat-schedule'}"
+                ),
+                logs / "beat.log",
+            ),
         ]
         if self.flower_port:
-            self.roles.append(Role("flower", _celery(
-                "flower", f"--address={LOOPBACK}", f"--port={self.flower_port}",
-                f"--conf={FLOWER_CONFIG}"), logs / "flower.log"))
+            self.roles.append(
+                Role(
+                    "flower",
+                    _celery(
+                        "flower",
+                        f"--address={LOOPBACK}",
+                        f"--port={self.flower_port}",
+                        f"--conf={FLOWER_CONFIG}",
+                    ),
+                    logs / "flower.log",
+                )
+            )
 
     @property
     def urls(self) -> dict[str, str]:
-        urls = {"aws (moto)": self.aws.endpoint_url, "smtp sink": self.mail.url,
-                "mail dir": str(self.mail.directory), "logs": str(self.var_dir / "log")}
+        urls = {
+            "aws (moto)": self.aws.endpoint_url,
+            "smtp sink": self.mail.url,
+            "mail dir": str(self.mail.directory),
+            "logs": str(self.var_dir / "log"),
+        }
         if self.flower_port:
             urls["flower"] = f"http://{LOOPBACK}:{self.flower_port}"
         return urls
@@ -106,9 +137,7 @@ class Stack:
         self.aws.export()
         os.environ["TASKAPP_SMTP_URL"] = self.mail.url
         os.environ["TASKAPP_MAIL_DIR"] = str(self.mail.directory)
-        os.environ.setdefault(
-            "TASKAPP_DATABASE_URL", f"sqlite:///{self.var_dir / 'taskapp.db'}"
-        )
+        os.environ.setdefault("TASKAPP_DATABASE_URL", f"sqlite:///{self.var_dir / 'taskapp.db'}")
         os.environ.pop("TASKAPP_PREDEFINED_QUEUES", None)
 
     def _provision(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from config.settings import Settings, SettingError
+from config.settings import SettingError, Settings
 from taskapp.queues import QueueSpec
 
 __all__ = [
@@ -144,7 +144,10 @@ def _oldest_age(sqs: Any, url: str, is_dlq: bool) -> timedelta | None:
     if not is_dlq:
         return None
     resp = sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0,
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=0,
+        WaitTimeSeconds=0,
         MessageSystemAttributeNames=["SentTimestamp"],
     )
     stamps = [int(m["Attributes"]["SentTimestamp"]) for m in resp.get("Messages", [])]
@@ -202,8 +205,10 @@ def ensure_bucket(s3: Any, bucket: str) -> bool:
         if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
             raise
     region = s3.meta.region_name
-    extra = {} if region == "us-east-1" else {
-        "CreateBucketConfiguration": {"LocationConstraint": region}
-    }
+    extra = (
+        {}
+        if region == "us-east-1"
+        else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    )
     s3.create_bucket(Bucket=bucket, **extra)
     return True

@@ -7,6 +7,9 @@ What it changes, and why:
 
 * ``delivery_info["redelivered"]`` is set from SQS's ``ApproximateReceiveCount``. kombu 5.7
   fetches the count but never sets the flag, so "is this a redelivery?" checks always say no.
+* A received message whose ETA is still ahead (a delay longer than one SQS hop of at most
+  900 s) is re-published with the next hop's ``DelaySeconds`` and deleted, never held in
+  memory: see ``taskapp/sqs/delay.py``.
 * A message rejected without requeue on a queue with a RedrivePolicy is made visible again after
   a short exponential backoff (ChangeMessageVisibility), instead of staying invisible for the
   whole visibility timeout. SQS counts each receive and moves the message to the queue's
@@ -21,6 +24,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 from kombu.log import get_logger
 from kombu.transport import SQS
+from kombu.utils.encoding import bytes_to_str
+
+from taskapp.sqs.delay import DUE_SLACK, MAX_DELAY_SECONDS, delay_for, remaining_seconds
 
 __all__ = ["Channel", "Transport", "receive_count", "redelivery_delay"]
 
@@ -45,7 +51,41 @@ def redelivery_delay(receives: int) -> int:
 
 
 class Channel(SQS.Channel):
-    """SQS channel that flags redeliveries and backs off rejected messages."""
+    """SQS channel that flags redeliveries, hops long delays and backs off rejected messages."""
+
+    @property
+    def delay_hop(self) -> int:
+        return int(self.transport_options.get("delay_hop", MAX_DELAY_SECONDS))
+
+    def _on_messages_ready(self, queue, qname, messages):  # type: ignore[no-untyped-def]
+        if messages.get("Messages"):
+            messages["Messages"] = [
+                m for m in messages["Messages"] if not self._hop(queue, qname, m)
+            ]
+        return super()._on_messages_ready(queue, qname, messages)
+
+    def _hop(self, queue_url: str, qname: str, message: dict[str, Any]) -> bool:
+        """Re-publish ``message`` for its next hop if its ETA is still ahead; True if it was."""
+        if qname.endswith(".fifo"):
+            return False
+        text = bytes_to_str(self._decode_python_message_body(message["Body"]))
+        headers = self._prepare_json_payload(text).get("headers") or {}
+        remaining = remaining_seconds(headers.get("eta"))
+        if remaining <= DUE_SLACK:
+            return False
+        client = self.sqs(queue=self.canonical_queue_name(qname))
+        extra = {}
+        if message.get("MessageAttributes"):
+            extra["MessageAttributes"] = message["MessageAttributes"]
+        client.send_message(
+            QueueUrl=queue_url,
+            MessageBody=message["Body"],
+            DelaySeconds=delay_for(remaining, self.delay_hop),
+            **extra,
+        )
+        client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        logger.debug("hopped task %s on %s: %.0fs to go", headers.get("id"), qname, remaining)
+        return True
 
     def _envelope_payload(self, payload, raw_text, message, q_url):  # type: ignore[no-untyped-def]
         payload = super()._envelope_payload(payload, raw_text, message, q_url)

@@ -12,9 +12,7 @@ API_NAMES = ["email.send", "images.thumbnails", "cleanup.run", "reports.generate
 def _our_tasks(app: Any) -> dict[str, Any]:
     app.loader.import_default_modules()
     return {
-        name: task
-        for name, task in app.tasks.items()
-        if task.__module__.startswith("taskapp.")
+        name: task for name, task in app.tasks.items() if task.__module__.startswith("taskapp.")
     }
 
 
@@ -24,7 +22,9 @@ def test_every_task_has_an_explicit_dotted_name_a_family_and_limits(app: Any) ->
     for name, task in tasks.items():
         # an explicit name is not the import path Celery would invent
         assert name != f"{task.__module__}.{task.__wrapped__.__name__}", name
-        assert "." in name and (family_of(name) is not Family.DEFAULT or name.startswith("taskapp."))
+        assert "." in name and (
+            family_of(name) is not Family.DEFAULT or name.startswith("taskapp.")
+        )
         assert task.time_limit and task.soft_time_limit, f"{name} declares no time limits"
         assert task.soft_time_limit < task.time_limit, name
 
@@ -58,7 +58,9 @@ def test_every_family_has_a_high_lane_and_default_does_not() -> None:
 
 
 def test_visibility_is_derived_from_the_longest_hard_limit_on_the_queue() -> None:
-    specs = {s.name: s for s in plan_queues({"images.a": 60, "images.b": 150, "email.x": None}, 300)}
+    specs = {
+        s.name: s for s in plan_queues({"images.a": 60, "images.b": 150, "email.x": None}, 300)
+    }
     assert specs["images"].hard_time_limit == 150
     assert specs["images-high"].visibility_timeout == specs["images"].visibility_timeout > 150
     assert specs["email"].hard_time_limit == 300  # unset -> the app default

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import SETTINGS, Secret, Settings, SettingError, settings_table
+from config.settings import SETTINGS, Secret, SettingError, Settings, settings_table
 from taskapp.queues import QueueSpec
 from taskapp.sqs.provision import effective_specs
 
