@@ -27,5 +27,6 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout}s") from None
+                message = f"nothing listens on {LOOPBACK}:{port} after {timeout}s"
+                raise TimeoutError(message) from None
             time.sleep(0.05)
