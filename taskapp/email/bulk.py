@@ -1,0 +1,69 @@
+"""Plan an ``email.send_bulk``: recipients in chunks, each chunk scheduled to keep a send rate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskapp.email.errors import EmailInputError, NoRecipients
+from taskapp.email.request import parse_address
+
+__all__ = ["BulkRecipient", "Chunk", "parse_recipients", "plan"]
+
+#: Largest list one ``email.send_bulk`` call takes; a bigger list belongs in several calls.
+MAX_BULK_RECIPIENTS = 10_000
+
+
+@dataclass(frozen=True)
+class BulkRecipient:
+    """One recipient of a bulk send, with the context values that are theirs alone."""
+
+    index: int
+    to: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Recipients that are enqueued together, ``countdown`` seconds after the bulk task ran."""
+
+    recipients: tuple[BulkRecipient, ...]
+    countdown: float
+
+
+def parse_recipients(raw: object) -> list[BulkRecipient]:
+    """``["a@x.org", {"to": "b@x.org", "context": {...}}, ...]``, each address checked."""
+    if isinstance(raw, str) or not isinstance(raw, list | tuple):
+        raise EmailInputError.at("recipients", "expected a list")
+    if not raw:
+        raise NoRecipients.at("recipients", "the list is empty")
+    if len(raw) > MAX_BULK_RECIPIENTS:
+        raise EmailInputError.at(
+            "recipients", f"{len(raw)} is over {MAX_BULK_RECIPIENTS}; split the list"
+        )
+    parsed = []
+    for index, entry in enumerate(raw):
+        where = f"recipients[{index}]"
+        to, context = entry, {}
+        if isinstance(entry, Mapping):
+            to, context = entry.get("to"), entry.get("context") or {}
+            if not isinstance(context, Mapping):
+                raise EmailInputError.at(f"{where}.context", "expected an object")
+        parse_address(where, to)
+        parsed.append(BulkRecipient(index, str(to), dict(context)))
+    return parsed
+
+
+def plan(
+    recipients: list[BulkRecipient], rate: float, chunk_size: int | None = None
+) -> list[Chunk]:
+    """Chunks of ``chunk_size`` (default: one second's worth) spaced to average ``rate``/s."""
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    size = chunk_size or max(1, math.floor(rate))
+    return [
+        Chunk(tuple(recipients[start : start + size]), start / rate)
+        for start in range(0, len(recipients), size)
+    ]

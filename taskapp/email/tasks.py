@@ -1,0 +1,118 @@
+"""Email tasks: the Celery-facing edge. Rendering and delivery live in ``taskapp.email.service``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import group
+
+from config.settings import load_settings
+from taskapp.app import app
+from taskapp.email import bulk, service
+from taskapp.email.errors import EmailInputError
+from taskapp.email.request import EmailRequest
+from taskapp.email.templates import render
+from taskapp.errors import PermanentError, RetryableError
+
+__all__ = ["send_email", "send_bulk"]
+
+SEND_TIME_LIMIT = 45
+#: A claim outlives the hard time limit, so a running send is never doubled (see ledger.py).
+SEND_LEASE = SEND_TIME_LIMIT + 15
+#: The ``email.send`` options a bulk send passes through to every email.
+BULK_OPTIONS = frozenset(
+    {"body", "html", "template", "context", "cc", "bcc", "reply_to", "attachments", "headers"}
+)
+
+
+@app.task(
+    bind=True,
+    name="email.send",  # routed to the email queue by its "email." prefix (taskapp/queues.py)
+    autoretry_for=(RetryableError,),
+    throws=(PermanentError,),
+    # 4xx and throttling usually clear in seconds to minutes; 10 retries with full jitter span
+    # about half an hour at most, enough to ride out greylisting and a relay restart.
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+    soft_time_limit=30,
+    time_limit=SEND_TIME_LIMIT,
+)
+def send_email(
+    self: Any,
+    to: str | list[str],
+    subject: str | None = None,
+    *,
+    body: str | None = None,
+    html: str | None = None,
+    template: str | None = None,
+    context: dict[str, Any] | None = None,
+    cc: str | list[str] | None = None,
+    bcc: str | list[str] | None = None,
+    reply_to: str | list[str] | None = None,
+    attachments: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Render and deliver one email once; return its Message-ID and the provider's id."""
+    request = EmailRequest.build(
+        to, subject, body=body, html=html, template=template, context=context, cc=cc, bcc=bcc,
+        reply_to=reply_to, attachments=attachments, headers=headers,
+    )  # fmt: skip
+    # The key may also come as a message header (``apply_async(idempotency_key=...)``).
+    key = idempotency_key or getattr(self.request, "idempotency_key", None) or self.request.id
+    return service.send(request, idempotency_key=key, lease=SEND_LEASE)
+
+
+@app.task(
+    bind=True,
+    name="email.send_bulk",
+    autoretry_for=(RetryableError,),
+    throws=(PermanentError,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def send_bulk(
+    self: Any,
+    recipients: list[str | dict[str, Any]],
+    subject: str | None = None,
+    *,
+    chunk_size: int | None = None,
+    idempotency_key: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fan ``recipients`` out to one ``email.send`` each, in chunks paced at the send rate.
+
+    ``options`` are ``email.send``'s (template, context, body, html, attachments, ...); a
+    recipient's own ``context`` is merged over the shared one. A redelivered bulk task enqueues
+    again, but every email's idempotency key is ``<bulk key>:<index>``, so none is sent twice.
+    """
+    unknown = set(options) - BULK_OPTIONS
+    if unknown:
+        raise EmailInputError.at("options", f"email.send_bulk does not take {sorted(unknown)}")
+    people = bulk.parse_recipients(recipients)
+    shared = dict(options.pop("context", None) or {})
+    first = {**shared, **people[0].context}
+    EmailRequest.build(people[0].to, subject, context=first, **options)  # fail fast, not N times
+    if options.get("template"):
+        render(options["template"], first)
+    base_key = idempotency_key or self.request.id
+    chunks = bulk.plan(people, load_settings().email_send_rate, chunk_size)
+    for chunk in chunks:
+        group(
+            send_email.s(
+                person.to, subject, context={**shared, **person.context},
+                idempotency_key=f"{base_key}:{person.index}", **options,
+            )
+            for person in chunk.recipients
+        ).apply_async(countdown=chunk.countdown)  # fmt: skip
+    return {
+        "recipients": len(people),
+        "chunks": len(chunks),
+        "last_countdown": chunks[-1].countdown,
+    }
