@@ -38,7 +38,7 @@ def apply_storage_rule(
     s3: Any, bucket: str, rule: StorageRule, now: datetime, *, dry_run: bool = False
 ) -> StepResult:
     """Delete (dry: count) the objects ``rule`` selects in ``bucket`` at ``now``."""
-    action = "expire" if rule.max_age is not None else "orphans"
+    action = "expire" if rule.max_age is not None else "remove orphaned"
     result = StepResult("storage", ("would " if dry_run else "") + action, unit="objects")
     started = perf_counter()
     with _s3_errors(rule):
