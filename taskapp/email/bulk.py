@@ -46,7 +46,8 @@ def parse_recipients(raw: object) -> list[BulkRecipient]:
     parsed = []
     for index, entry in enumerate(raw):
         where = f"recipients[{index}]"
-        to, context = entry, {}
+        to: object = entry
+        context: Mapping[str, Any] = {}
         if isinstance(entry, Mapping):
             to, context = entry.get("to"), entry.get("context") or {}
             if not isinstance(context, Mapping):

@@ -7,6 +7,8 @@ the message as their only positional argument, so Celery can rebuild them from a
 
 from __future__ import annotations
 
+from typing import Self
+
 from taskapp.errors import PermanentError, RetryableError
 
 __all__ = [
@@ -36,7 +38,7 @@ class EmailInputError(PermanentError):
         self.field = field or message.split(":", 1)[0]
 
     @classmethod
-    def at(cls, field: str, reason: str) -> EmailInputError:
+    def at(cls, field: str, reason: str) -> Self:
         """The error for ``field``, with a message ``"<field>: <reason>"``."""
         return cls(f"{field}: {reason}", field)
 

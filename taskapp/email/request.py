@@ -57,7 +57,7 @@ _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def check_header_value(field_name: str, value: str) -> str:
+def check_header_value(field_name: str, value: object) -> str:
     """``value`` if it carries no line break; a CR or LF could inject headers of its own."""
     if not isinstance(value, str):
         raise EmailInputError.at(field_name, f"expected a string, got {type(value).__name__}")
