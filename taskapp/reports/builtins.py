@@ -42,8 +42,12 @@ _taskmeta = table(
     column("date_done", DateTime()),
 )
 
-_STATE_COLUMNS = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retrying",
-                  "REVOKED": "revoked"}
+_STATE_COLUMNS = {
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "RETRY": "retrying",
+    "REVOKED": "revoked",
+}
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -67,8 +71,11 @@ def _state_counts(
         cond = and_(cond, _taskmeta.c.queue == queue)
     query = (
         select(
-            _taskmeta.c.queue, _taskmeta.c.name, _taskmeta.c.status,
-            func.count(), func.coalesce(func.sum(_taskmeta.c.retries), 0),
+            _taskmeta.c.queue,
+            _taskmeta.c.name,
+            _taskmeta.c.status,
+            func.count(),
+            func.coalesce(func.sum(_taskmeta.c.retries), 0),
         )
         .where(cond)
         .group_by(_taskmeta.c.queue, _taskmeta.c.name, _taskmeta.c.status)
@@ -110,11 +117,15 @@ def _task_activity_rows(conn: Connection, values: Mapping[str, Any]) -> Iterator
         known = sum(states[s] for s in _STATE_COLUMNS)
         runs, p50, p95 = runtimes.get(key, (0, None, None))
         yield (
-            *key, sum(states.values()),
-            *(states[s] for s in _STATE_COLUMNS), sum(states.values()) - known,
+            *key,
+            sum(states.values()),
+            *(states[s] for s in _STATE_COLUMNS),
+            sum(states.values()) - known,
             round(states["FAILURE"] / finished, 4) if finished else None,
-            retries, runs,
-            None if p50 is None else round(p50, 4), None if p95 is None else round(p95, 4),
+            retries,
+            runs,
+            None if p50 is None else round(p50, 4),
+            None if p95 is None else round(p95, 4),
         )
 
 
@@ -130,12 +141,19 @@ task_activity = register(
         source=_task_activity_rows,
         params=(START, END, Param("queue", "str", max_length=155, doc="Only this queue.")),
         columns=(
-            Column("queue"), Column("task"), Column("total", "int"),
-            Column("succeeded", "int"), Column("failed", "int"), Column("retrying", "int"),
-            Column("revoked", "int"), Column("other", "int", "Other states"),
-            Column("failure_rate", "float"), Column("retries", "int"),
+            Column("queue"),
+            Column("task"),
+            Column("total", "int"),
+            Column("succeeded", "int"),
+            Column("failed", "int"),
+            Column("retrying", "int"),
+            Column("revoked", "int"),
+            Column("other", "int", "Other states"),
+            Column("failure_rate", "float"),
+            Column("retries", "int"),
             Column("runs", "int", "Timed runs"),
-            Column("p50_s", "float", "p50 runtime (s)"), Column("p95_s", "float", "p95 runtime (s)"),
+            Column("p50_s", "float", "p50 runtime (s)"),
+            Column("p95_s", "float", "p95 runtime (s)"),
         ),
     )
 )
@@ -182,7 +200,9 @@ orders_by_day = register(
         source=SqlSource(_ORDERS_BY_DAY_PG, dialects={"sqlite": _ORDERS_BY_DAY_SQLITE}),
         params=(START, END, _REGION),
         columns=(
-            Column("day", "date"), Column("region"), Column("orders", "int"),
+            Column("day", "date"),
+            Column("region"),
+            Column("orders", "int"),
             Column("revenue_cents", "int", "Revenue (cents)"),
         ),
         chart=Chart(x="day", y="revenue_cents", series="region", title="Revenue per day (cents)"),
@@ -198,8 +218,11 @@ orders = register(
         source=SqlSource(_ORDERS),
         params=(START, END, _REGION),
         columns=(
-            Column("id", "int"), Column("created_at", "datetime"), Column("customer_id", "int"),
-            Column("region"), Column("amount_cents", "int"),
+            Column("id", "int"),
+            Column("created_at", "datetime"),
+            Column("customer_id", "int"),
+            Column("region"),
+            Column("amount_cents", "int"),
         ),
         chart=Chart(x="created_at", y="amount_cents", title="Order amounts (cents)"),
         splittable=True,

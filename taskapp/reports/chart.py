@@ -13,8 +13,18 @@ __all__ = ["line_chart", "nice_ceiling"]
 
 WIDTH, HEIGHT = 900, 380
 LEFT, RIGHT, TOP, BOTTOM = 80, 130, 40, 50
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]
+PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 GRID, AXIS, TEXT = "#e5e5e5", "#444444", "#222222"
 Y_TICKS = 5
 X_TICKS = 6
@@ -52,8 +62,10 @@ def line_chart(series: Mapping[str, Mapping[date, float]], title: str = "") -> b
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def xy(day: date, value: float) -> tuple[float, float]:
-        return (LEFT + (day.toordinal() - first) / span * plot_w,
-                TOP + plot_h - min(value, top) / top * plot_h)
+        return (
+            LEFT + (day.toordinal() - first) / span * plot_w,
+            TOP + plot_h - min(value, top) / top * plot_h,
+        )
 
     draw.text((LEFT, 12), title, fill=TEXT, font=ImageFont.load_default(size=15))
     for i in range(Y_TICKS + 1):
@@ -75,8 +87,9 @@ def line_chart(series: Mapping[str, Mapping[date, float]], title: str = "") -> b
         for x, y in line if len(line) <= 60 else ():
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
         legend_y = TOP + 18 * i
-        draw.rectangle([WIDTH - RIGHT + 16, legend_y + 2, WIDTH - RIGHT + 28, legend_y + 12],
-                       fill=colour)
+        draw.rectangle(
+            [WIDTH - RIGHT + 16, legend_y + 2, WIDTH - RIGHT + 28, legend_y + 12], fill=colour
+        )
         draw.text((WIDTH - RIGHT + 34, legend_y), name or "(none)", fill=TEXT, font=font)
     return _png(image)
 

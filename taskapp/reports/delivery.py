@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import lru_cache
 from typing import IO, Any
 
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config.settings import load_settings
@@ -38,8 +41,15 @@ PREFIX = "reports/"
 PART_SIZE = 8 * 1024 * 1024
 
 _RETRYABLE_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "503", "500",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
 }
 
 
@@ -109,8 +119,11 @@ class S3Upload(io.RawIOBase):
                 self._upload_id = created["UploadId"]
             number = len(self._parts) + 1
             sent = self.s3.upload_part(
-                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                PartNumber=number, Body=chunk,
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=chunk,
             )
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
@@ -126,7 +139,9 @@ class S3Upload(io.RawIOBase):
                 self._send_part(bytes(self._buffer))
             with s3_errors(f"complete {self.key}"):
                 self.s3.complete_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
                 )
         self._buffer = bytearray()
@@ -136,12 +151,11 @@ class S3Upload(io.RawIOBase):
         """Drop the parts sent so far (best effort: S3 lifecycle rules catch what this misses)."""
         self._buffer = bytearray()
         if self._upload_id is not None:
-            try:
+            # The original error matters more than the cleanup's.
+            with suppress(ClientError, BotoCoreError):
                 self.s3.abort_multipart_upload(
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
                 )
-            except (ClientError, BotoCoreError):
-                pass  # the original error matters more than the cleanup's
 
 
 @contextmanager
@@ -181,12 +195,24 @@ def delete_objects(keys: Sequence[str]) -> None:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
 
 
+@lru_cache(maxsize=4)
+def _signer(region: str, endpoint_url: str | None) -> Any:
+    # SigV4 explicitly: botocore may otherwise presign with SigV2 (no expiry cap, and refused
+    # by regions opened since 2014); SigV4 URLs carry X-Amz-Expires, at most 7 days.
+    return boto3.session.Session().client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(signature_version="s3v4"),
+    )
+
+
 def presigned_url(key: str, expires_in: int | None = None) -> str:
     """A GET URL for ``key`` valid ``expires_in`` seconds (default TASKAPP_REPORT_URL_EXPIRES)."""
     settings = load_settings()
     with s3_errors(f"presign {key}"):
         return str(
-            client("s3").generate_presigned_url(
+            _signer(settings.region, settings.aws_endpoint_url).generate_presigned_url(
                 "get_object",
                 Params={"Bucket": settings.bucket, "Key": key},
                 ExpiresIn=expires_in or settings.report_url_expires,

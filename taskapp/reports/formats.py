@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from openpyxl import Workbook
@@ -28,6 +28,7 @@ from taskapp.reports.definitions import Chart, Column, Report
 __all__ = [
     "Format",
     "FORMATS",
+    "Sink",
     "HTML_MAX_ROWS",
     "XLSX_MAX_ROWS",
     "write_csv",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: Rows an HTML report shows; the chart still sums every row.
 HTML_MAX_ROWS = 5000
+#: Where a writer puts its bytes: a file, a BytesIO, or an S3 upload stream.
+Sink: TypeAlias = IO[bytes] | io.RawIOBase
 #: Rows per worksheet (Excel's limit, header included); more rows continue on a new sheet.
 XLSX_MAX_ROWS = 1_048_576
 
@@ -49,7 +52,9 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _normalized(rows: Iterable[Sequence[Any]], columns: Sequence[Column]) -> Iterable[Sequence[Any]]:
+def _normalized(
+    rows: Iterable[Sequence[Any]], columns: Sequence[Column]
+) -> Iterable[Sequence[Any]]:
     """Rows with every datetime in UTC, whichever database they came from."""
     positions = [i for i, c in enumerate(columns) if c.type == "datetime"]
     if not positions:
@@ -68,10 +73,11 @@ def _normalized(rows: Iterable[Sequence[Any]], columns: Sequence[Column]) -> Ite
 
 
 def write_csv(
-    report: Report, rows: Iterable[Sequence[Any]], out: IO[bytes], *, header: bool = True
+    report: Report, rows: Iterable[Sequence[Any]], out: Sink, *, header: bool = True
 ) -> int:
     """Write ``rows`` as UTF-8 CSV to ``out``, one row at a time; return the row count."""
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
+    # TextIOWrapper only calls write() and flush() here, which every Sink has.
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")  # type: ignore[type-var]
     try:
         writer = csv.writer(text)
         if header:
@@ -91,7 +97,7 @@ def read_csv_rows(report: Report, stream: IO[bytes]) -> Iterable[list[Any]]:
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     parsers = [c.parse_text for c in report.columns]
     for record in csv.reader(text):
-        yield [parse(value) for parse, value in zip(parsers, record)]
+        yield [parse(value) for parse, value in zip(parsers, record, strict=True)]
 
 
 # --- XLSX -----------------------------------------------------------------------------------
@@ -106,7 +112,7 @@ def _xlsx_value(value: Any) -> Any:
     return value
 
 
-def write_xlsx(report: Report, rows: Iterable[Sequence[Any]], out: IO[bytes]) -> int:
+def write_xlsx(report: Report, rows: Iterable[Sequence[Any]], out: Sink) -> int:
     """Write ``rows`` to an XLSX workbook in write-only mode; return the row count."""
     workbook = Workbook(write_only=True)
     needs_conversion = any(c.type == "datetime" for c in report.columns)
@@ -187,7 +193,7 @@ class ChartSums:
 def write_html(
     report: Report,
     rows: Iterable[Sequence[Any]],
-    out: IO[bytes],
+    out: Sink,
     *,
     params: Mapping[str, Any],
     generated_at: datetime,
@@ -237,8 +243,10 @@ class Format:
 FORMATS: dict[str, Format] = {
     "csv": Format("csv", "csv", "text/csv; charset=utf-8", "attachment"),
     "xlsx": Format(
-        "xlsx", "xlsx",
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "attachment",
+        "xlsx",
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "attachment",
     ),
     "html": Format("html", "html", "text/html; charset=utf-8", "inline"),
 }

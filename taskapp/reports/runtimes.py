@@ -51,7 +51,8 @@ def on_postrun(
 ) -> None:
     """Append the execution's runtime to ``reports_task_runs``; never fail the task over it."""
     began = _started.pop(task_id, None) if task_id else None
-    if began is None or not load_settings().record_task_runtimes:
+    settings = load_settings()
+    if began is None or not settings.record_task_runtimes:
         return
     request = getattr(task, "request", None)
     delivery = getattr(request, "delivery_info", None) or {}
@@ -64,7 +65,8 @@ def on_postrun(
         "finished_at": datetime.now(UTC),
     }
     try:
-        with db.engine().begin() as conn:
+        # The URL is resolved here: db.engine(None) would keep the first default it saw.
+        with db.engine(settings.database_url).begin() as conn:
             conn.execute(task_runs.insert(), row)
     except SQLAlchemyError as exc:
         # Bookkeeping for a report must not turn a finished task into a failed one.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 from markupsafe import escape
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -21,7 +21,7 @@ from taskapp import db
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.reports import delivery
 from taskapp.reports.definitions import Report, ReportParamError, get_report, validate_format
-from taskapp.reports.formats import FORMATS, read_csv_rows, write_csv, write_html, write_xlsx
+from taskapp.reports.formats import FORMATS, Sink, read_csv_rows, write_csv, write_html, write_xlsx
 
 __all__ = [
     "ReportRequest",
@@ -107,6 +107,11 @@ def _recipients(notify: object) -> tuple[str, ...]:
 # --- running a source -----------------------------------------------------------------------
 
 
+def _engine(url: str | None) -> Any:
+    # Resolved at use time: db.engine(None) caches whichever default it saw first.
+    return db.engine(url or load_settings().database_url)
+
+
 def _db_errors(report: Report, rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
     """Rows, with database errors translated at the boundary."""
     try:
@@ -122,16 +127,16 @@ def _db_errors(report: Report, rows: Iterable[Sequence[Any]]) -> Iterator[Sequen
         raise PermanentError(f"report '{report.name}': {type(exc.orig).__name__}") from exc
 
 
-def _counted(rows: Iterable[Sequence[Any]], on_count: Callable[[int], None] | None) -> Iterator[Any]:
-    count = 0
-    for row in rows:
+def _counted(
+    rows: Iterable[Sequence[Any]], on_count: Callable[[int], None] | None
+) -> Iterator[Any]:
+    for count, row in enumerate(rows, start=1):
         yield row
-        count += 1
         if on_count and count % PROGRESS_EVERY == 0:
             on_count(count)
 
 
-def _write(request: ReportRequest, rows: Iterable[Sequence[Any]], out: IO[bytes]) -> int:
+def _write(request: ReportRequest, rows: Iterable[Sequence[Any]], out: Sink) -> int:
     if request.format == "csv":
         return write_csv(request.report, rows, out)
     if request.format == "xlsx":
@@ -177,9 +182,10 @@ def generate(
     key = request.key(report_id)
     on_count = (lambda n: progress(0, 1, n)) if progress else None
     try:
-        with db.engine(url).connect() as conn, _open_upload(request, key) as out:
-            rows = _counted(_db_errors(request.report, request.report.rows(conn, request.values)),
-                            on_count)
+        with _engine(url).connect() as conn, _open_upload(request, key) as out:
+            rows = _counted(
+                _db_errors(request.report, request.report.rows(conn, request.values)), on_count
+            )
             count = _write(request, rows, out)
     except SQLAlchemyError as exc:  # connecting, before any row
         raise RetryableError(f"report '{request.report.name}': database unavailable") from exc
@@ -194,7 +200,7 @@ def generate_part(
     """Write one part's rows (no header) to its CSV object; return its index, key and rows."""
     key = delivery.part_key(report_id, index)
     try:
-        with db.engine(url).connect() as conn, delivery.upload(key, "text/csv", "attachment") as out:
+        with _engine(url).connect() as conn, delivery.upload(key, "text/csv", "attachment") as out:
             rows = _db_errors(request.report, request.report.rows(conn, request.values))
             count = write_csv(request.report, rows, out, header=False)
     except SQLAlchemyError as exc:
@@ -230,7 +236,7 @@ def merge(
 
 
 def _merge_csv(
-    report: Report, parts: Sequence[Mapping[str, Any]], out: IO[bytes], progress: Progress | None
+    report: Report, parts: Sequence[Mapping[str, Any]], out: Sink, progress: Progress | None
 ) -> int:
     # CSV parts are already in the output's dialect: copy bytes behind one header row.
     write_csv(report, (), out)

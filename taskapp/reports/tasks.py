@@ -43,15 +43,17 @@ def _progress(task: Any, task_id: str | None = None) -> service.Progress:
     return report
 
 
-def _notify(result: dict[str, Any], recipients: tuple[str, ...]) -> dict[str, Any]:
-    """Send the download link to each recipient; the file exists by now."""
+def _notify(result: dict[str, Any], recipients: tuple[str, ...], report_id: str) -> dict[str, Any]:
+    """Send the download link to each recipient, by task name; the file exists by now."""
     if not recipients:
         return result
     message = service.notification(result)
-    sent = [
-        {"to": to, "task_id": app.send_task("email.send", args=[to], kwargs=message).id}
-        for to in recipients
-    ]
+    sent = []
+    for to in recipients:
+        # A redelivered report task sends again; the key lets email.send deliver only once.
+        kwargs = {**message, "idempotency_key": f"report:{report_id}:{to}"}
+        email = app.send_task("email.send", args=[to], kwargs=kwargs)
+        sent.append({"to": to, "task_id": email.id})
     return {**result, "notified": sent}
 
 
@@ -76,7 +78,7 @@ def generate_report(
         body = merge_report.s(name, request.params, format, list(request.notify))
         return self.replace(chord(header, body))  # type: ignore[no-any-return]
     result = service.generate(request, self.request.id, progress=_progress(self))
-    return _notify(result, request.notify)
+    return _notify(result, request.notify, self.request.id)
 
 
 @app.task(bind=True, name="reports.generate_part", soft_time_limit=270, time_limit=300, **_POLICY)
@@ -103,4 +105,4 @@ def merge_report(
     """Concatenate a big report's parts in order into its format; notify; return the result."""
     request = service.ReportRequest.build(name, params, format, notify)
     result = service.merge(request, self.request.id, parts, progress=_progress(self))
-    return _notify(result, request.notify)
+    return _notify(result, request.notify, self.request.id)
