@@ -23,9 +23,10 @@ except SettingError as exc:
     raise SystemExit(2) from exc
 
 # The transport subclass keeps the "sqs://" URL (boto3 resolves endpoint and credentials) and
-# adds the redelivery fixes described in taskapp/sqs/transport.py.
+# adds the redelivery fixes described in taskapp/sqs/transport.py, plus events and remote control
+# over SNS fan-out (Flower, celery inspect/control) described in taskapp/sqs/monitoring.py.
 broker_url = "sqs://"
-broker_transport = "taskapp.sqs.transport:Transport"
+broker_transport = "taskapp.sqs.monitoring:Transport"
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "region": settings.region,
@@ -45,6 +46,8 @@ broker_transport_options = {
         "MessageAttributeNames": [".*"],
     },
 }
+# Share of tasks whose events reach monitoring; worker heartbeats are always sent.
+broker_transport_options["event_sample_rate"] = settings.event_sample_rate
 if settings.predefined_queues:
     from taskapp.sqs.provision import predefined_queues
 

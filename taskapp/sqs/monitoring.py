@@ -1,0 +1,591 @@
+"""Monitoring over SQS: Celery events and remote control through SNS fan-out.
+
+Selected with ``broker_transport = "taskapp.sqs.monitoring:Transport"`` (``config/celery.py``).
+It extends :mod:`taskapp.sqs.transport` (which it subclasses) so that Flower, ``celery events``,
+``celery inspect`` and ``celery control`` work against workers on SQS.
+
+Why nothing works on stock kombu/celery
+---------------------------------------
+* kombu's SQS transport declares ``exchange_type={'direct'}``, so Celery never starts the
+  worker's remote-control consumer (``celery/worker/consumer/control.py`` includes it only if
+  the transport supports ``fanout``), and ``celery inspect`` answers "No nodes replied".
+* Events are published to the ``celeryev`` *topic* exchange. On a virtual transport the bindings
+  of an exchange live in each process's memory, so the worker knows no queue bound to it and
+  drops every event.
+* Remote-control replies go to the ``reply.celery.pidbox`` *direct* exchange: same problem, the
+  worker does not know the caller's binding.
+
+What this module changes (kombu 5.7 already ships SNS-backed fan-out: ``supports_fanout``)
+----------------------------------------------------------------------------------------
+1. The transport advertises ``direct``, ``topic`` and ``fanout`` exchange types, and turns on
+   kombu's SNS fan-out: a fanout exchange (``celery.pidbox``) is an SNS topic
+   ``<prefix>celery-pidbox``; every queue consuming from it is subscribed with
+   ``RawMessageDelivery``.
+2. The ``celeryev`` topic exchange is routed the same way (SNS topic ``<prefix>celeryev``).
+   Routing keys are not filtered: Celery's event receivers bind ``#`` (everything).
+3. Remote-control replies are addressed by queue name. Before a request leaves, the caller's
+   ``reply_to.routing_key`` is rewritten to the SQS name of its reply queue, and the worker
+   sends its reply straight to that queue (never creating it: a caller that gave up has
+   deleted it, and the reply is dropped).
+4. Per-process queues (event receivers, remote-control mailboxes, reply queues) are
+   *ephemeral*: named ``<prefix>mon-{ev,ctl,re}-<random>``, tagged with their owner, created
+   with a 5-minute retention, never given a redrive policy, and deleted together with their SNS
+   subscriptions when they are deleted by kombu or when the process exits cleanly
+   (``atexit``). A fresh random name per declaration matters on AWS, which refuses to re-create
+   a deleted queue's name for 60 seconds. While a process consumes from one, it refreshes a
+   ``taskapp:lease`` tag (at most once a minute); :func:`sweep_stale` deletes those whose lease
+   ran out (crashed processes).
+5. Task events can be sampled (``event_sample_rate`` transport option, from
+   ``TASKAPP_EVENT_SAMPLE_RATE``): a task's events are all kept or all dropped, decided by a
+   hash of its id, so every process agrees. Worker events (heartbeats) are always sent.
+6. kombu defects worked around here: ``_delete`` evicts the queue-URL cache under the SQS name
+   (kombu pops the kombu name, so the next declare on the connection reuses a dead URL); a
+   closed channel's pending poll on a shared event loop no longer kills the worker
+   (``_loop1`` on a closed channel); no-ack messages of ephemeral queues are deleted with the
+   blocking client (the async one needs an event loop that Flower and ``celery inspect`` lack).
+
+Production (``TASKAPP_PREDEFINED_QUEUES``): work queues stay predefined; ephemeral queues are
+always created by this module, so the role needs ``sqs:CreateQueue``, ``DeleteQueue``,
+``TagQueue``, ``ListQueueTags``, ``SetQueueAttributes`` on ``<prefix>mon-*`` and
+``sns:CreateTopic``, ``Publish``, ``Subscribe``, ``Unsubscribe``,
+``ListSubscriptionsByTopic`` on the two topics.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from kombu.log import get_logger
+from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
+from kombu.transport.virtual.exchange import DirectExchange, TopicExchange
+
+from taskapp.sqs import transport
+
+__all__ = [
+    "Channel",
+    "Transport",
+    "EPHEMERAL_INFIX",
+    "LEASE_TAG",
+    "SweepReport",
+    "ephemeral_kind",
+    "keeps_task_event",
+    "sweep_stale",
+]
+
+logger = get_logger(__name__)
+
+#: Every per-process queue is named ``<prefix>mon-<kind>-<token>``.
+EPHEMERAL_INFIX = "mon-"
+KINDS = {"events": "ev", "control": "ctl", "reply": "re"}
+LEASE_TAG = "taskapp:lease"
+#: Seconds between two lease refreshes of a queue being consumed.
+LEASE_INTERVAL = 60
+#: Events and control messages are worthless after minutes; SQS's minimum is 60 s.
+EPHEMERAL_RETENTION = 300
+#: Long-poll wait of a reply queue: short, because ``celery inspect`` waits about a second.
+REPLY_WAIT_SECONDS = 1
+#: Topic exchanges whose bindings are SNS subscriptions (Celery's event exchange).
+SNS_TOPIC_EXCHANGES = ("celeryev",)
+
+_REPLY_QUEUE = re.compile(r"^[0-9a-f-]{36}\.reply\.[^.]+\.pidbox$")  # kombu Mailbox.get_reply_queue
+_CONTROL_QUEUE = re.compile(r"^.+@.+\.[^.@]+\.pidbox$")  # kombu Mailbox.get_queue(hostname)
+_EVENT_QUEUE = re.compile(r"^celeryev\.[0-9a-f-]{36}$")  # celery EventReceiver
+_REPLY_EXCHANGE = re.compile(r"^reply\.[^.]+\.pidbox$")
+_QUEUE_MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+# Cleanup at exit and in the sweeper must not hang on an endpoint that is gone.
+_SHORT = Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2})
+
+
+def ephemeral_kind(kombu_name: str) -> str | None:
+    """``events``, ``control`` or ``reply`` for a per-process kombu queue name, else None."""
+    if _EVENT_QUEUE.match(kombu_name):
+        return "events"
+    if _REPLY_QUEUE.match(kombu_name):
+        return "reply"
+    if _CONTROL_QUEUE.match(kombu_name):
+        return "control"
+    return None
+
+
+def keeps_task_event(task_id: str | None, rate: float) -> bool:
+    """Whether task ``task_id``'s events are sent at sample ``rate`` (every process agrees)."""
+    if rate >= 1:
+        return True
+    if rate <= 0 or not task_id:
+        return False
+    digits = task_id.replace("-", "")[:8]
+    try:
+        return int(digits, 16) / 0xFFFFFFFF < rate
+    except ValueError:
+        return True
+
+
+def _is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in _QUEUE_MISSING
+
+
+@dataclass
+class _Owned:
+    """An ephemeral queue created by this process."""
+
+    url: str
+    pid: int
+    subscriptions: list[str] = field(default_factory=list)
+
+
+class _Ephemera:
+    """Per-process names of ephemeral queues, and the ones this process must delete."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.names: dict[tuple[str, str], str] = {}  # (env prefix, kombu name) -> SQS name
+        self.owned: dict[str, _Owned] = {}  # SQS name -> queue this process created
+        self.touched: dict[str, float] = {}  # SQS name -> last lease refresh
+        self.clients: tuple[Any, Any] | None = None  # (sqs, sns) for the exit cleanup
+
+    def name(self, prefix: str, kombu_name: str, kind: str) -> str:
+        with self._lock:
+            key = (prefix, kombu_name)
+            if key not in self.names:
+                token = secrets.token_hex(8)
+                self.names[key] = f"{prefix}{EPHEMERAL_INFIX}{KINDS[kind]}-{token}"
+            return self.names[key]
+
+    def forget(self, sqs_name: str) -> _Owned | None:
+        with self._lock:
+            for key in [k for k, v in self.names.items() if v == sqs_name]:
+                del self.names[key]
+            self.touched.pop(sqs_name, None)
+            return self.owned.pop(sqs_name, None)
+
+    def release_all(self) -> None:
+        """Delete what this process created (``atexit``): subscriptions first, then queues."""
+        with self._lock:
+            mine = {n: o for n, o in self.owned.items() if o.pid == os.getpid()}
+            self.owned.clear()
+        if not mine or self.clients is None:
+            return
+        sqs, sns = self.clients
+        for name, owned in mine.items():
+            _delete_owned(sqs, lambda: sns, name, owned)
+
+
+def _delete_owned(sqs: Any, sns: Callable[[], Any], name: str, owned: _Owned) -> None:
+    for arn in owned.subscriptions:
+        try:
+            sns().unsubscribe(SubscriptionArn=arn)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not unsubscribe %s: %s", arn, exc)
+    try:
+        sqs.delete_queue(QueueUrl=owned.url)
+    except ClientError as exc:
+        if not _is_missing(exc):
+            logger.warning("could not delete queue %s: %s", name, exc)
+    except BotoCoreError as exc:
+        logger.warning("could not delete queue %s: %s", name, exc)
+
+
+EPHEMERA = _Ephemera()
+atexit.register(EPHEMERA.release_all)
+
+
+class SnsTopicExchange(TopicExchange):
+    """Topic exchange that publishes to SNS when the exchange is SNS-backed (``celeryev``)."""
+
+    def deliver(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
+        if self.channel._exchange_is_fanout(exchange):
+            self.channel._put_fanout(exchange, message, routing_key, **kwargs)
+        else:
+            super().deliver(message, exchange, routing_key, **kwargs)
+
+
+class PidboxReplyExchange(DirectExchange):
+    """Sends a remote-control reply to the queue named by its routing key (see :class:`Channel`)."""
+
+    type = "pidbox-reply"
+
+    def lookup(self, table, exchange, routing_key, default):  # type: ignore[no-untyped-def]
+        return {routing_key}
+
+    def deliver(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
+        self.channel._put_reply(routing_key, message, **kwargs)
+
+
+class Channel(transport.Channel):
+    """SQS channel with SNS-backed events and remote control, and ephemeral monitoring queues."""
+
+    exchange_types = {
+        **transport.Channel.exchange_types,
+        "topic": SnsTopicExchange,
+        PidboxReplyExchange.type: PidboxReplyExchange,
+    }
+
+    # -- capabilities -------------------------------------------------------------------------
+    @property
+    def supports_fanout(self) -> bool:  # type: ignore[override]
+        return bool(self.transport_options.get("supports_fanout", True))
+
+    @property
+    def event_sample_rate(self) -> float:
+        return float(self.transport_options.get("event_sample_rate", 1.0))
+
+    def _exchange_is_fanout(self, exchange_name: str) -> bool:
+        if not self.supports_fanout:
+            return False
+        try:
+            kind = self.state.exchanges[exchange_name]["type"]
+        except KeyError:
+            return False
+        return kind == "fanout" or (kind == "topic" and exchange_name in SNS_TOPIC_EXCHANGES)
+
+    def typeof(self, exchange, default="direct"):  # type: ignore[no-untyped-def]
+        if exchange and _REPLY_EXCHANGE.match(exchange):
+            return self.exchange_types[PidboxReplyExchange.type]
+        return super().typeof(exchange, default)
+
+    # -- names ----------------------------------------------------------------------------------
+    def canonical_queue_name(self, queue_name):  # type: ignore[no-untyped-def]
+        if self._is_ephemeral_sqs_name(queue_name):
+            return queue_name
+        kind = ephemeral_kind(queue_name)
+        if kind is None:
+            return super().canonical_queue_name(queue_name)
+        return EPHEMERA.name(self.queue_name_prefix, queue_name, kind)
+
+    def _is_ephemeral_sqs_name(self, name: str | None) -> bool:
+        return name is not None and name.startswith(self.queue_name_prefix + EPHEMERAL_INFIX)
+
+    def _ephemeral(self, queue: str | None) -> str | None:
+        """The SQS name if ``queue`` (kombu or SQS name) is an ephemeral queue, else None."""
+        if queue is None:
+            return None
+        if self._is_ephemeral_sqs_name(queue) or ephemeral_kind(queue):
+            return self.canonical_queue_name(queue)
+        return None
+
+    # -- ephemeral queues live outside predefined_queues ----------------------------------------
+    def sqs(self, queue=None):  # type: ignore[no-untyped-def]
+        return super().sqs(None if self._ephemeral(queue) else queue)
+
+    def asynsqs(self, queue=None):  # type: ignore[no-untyped-def]
+        return super().asynsqs(None if self._ephemeral(queue) else queue)
+
+    def _resolve_queue_url(self, queue):  # type: ignore[no-untyped-def]
+        name = self._ephemeral(queue)
+        if name is None:
+            return super()._resolve_queue_url(queue)
+        if name in self._queue_cache:
+            return self._queue_cache[name]
+        try:
+            url = self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise DoesNotExistQueueException(f"Queue '{name}' doesn't exist") from None
+            raise
+        self._queue_cache[name] = url
+        return url
+
+    def _create_queue(self, queue_name, attributes):  # type: ignore[no-untyped-def]
+        if not self._is_ephemeral_sqs_name(queue_name):
+            return super()._create_queue(queue_name, attributes)
+        now = str(int(time.time()))
+        resp = self.sqs().create_queue(
+            QueueName=queue_name,
+            Attributes={**attributes, "MessageRetentionPeriod": str(EPHEMERAL_RETENTION)},
+            tags={
+                "taskapp:ephemeral": queue_name.rsplit("-", 2)[-2],
+                "taskapp:owner": f"{socket.gethostname()}:{os.getpid()}",
+                "taskapp:created": now,
+                LEASE_TAG: now,
+            },
+        )
+        self._own(queue_name, resp["QueueUrl"])
+        return resp
+
+    def _own(self, name: str, url: str) -> None:
+        if EPHEMERA.clients is None:
+            EPHEMERA.clients = (
+                self._cleanup_client("sqs"),
+                self._cleanup_client("sns"),
+            )
+        EPHEMERA.owned[name] = _Owned(url, os.getpid())
+        EPHEMERA.touched[name] = time.time()
+
+    def _cleanup_client(self, service: str) -> Any:
+        return self._new_boto_client(
+            service=service,  # type: ignore[arg-type]
+            region=self.region,
+            access_key_id=self.conninfo.userid,
+            secret_access_key=self.conninfo.password,
+            config=_SHORT,
+        )
+
+    def _delete(self, queue, exchange=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = self._ephemeral(queue)
+        if name is None:
+            super()._delete(queue, exchange, *args, **kwargs)
+            # kombu evicts the kombu name; the cache is keyed by the SQS name.
+            self._queue_cache.pop(self.canonical_queue_name(queue), None)
+            return
+        url = self._queue_cache.pop(name, None)
+        owned = EPHEMERA.forget(name)
+        if owned is None and url is None:
+            return
+        owned = owned or _Owned(url or "", os.getpid())
+        if exchange and self._exchange_is_fanout(exchange):
+            self.fanout.subscriptions._subscription_arn_cache.pop(f"{exchange}:{queue}", None)
+        _delete_owned(self.sqs(), self.fanout.get_client, name, owned)
+
+    # -- consuming ------------------------------------------------------------------------------
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = self._ephemeral(queue)
+        if name is not None:
+            try:
+                exchange = self._get_exchange_for_queue(queue)
+            except UndefinedQueueException:
+                exchange = None
+            if exchange and self._exchange_is_fanout(exchange):
+                arn = self.fanout.subscriptions.subscribe_queue(
+                    queue_name=queue, exchange_name=exchange
+                )
+                owned = EPHEMERA.owned.get(name)
+                if owned is not None and arn not in owned.subscriptions:
+                    owned.subscriptions.append(arn)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, *args, **kwargs)
+
+    def _receive_message(self, queue, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._touch(queue)
+        if ephemeral_kind(queue) == "reply":
+            # A caller drains its reply queue with a timeout of a second or so, which a blocking
+            # 20 s long poll would overrun on every call.
+            kwargs["wait_time_seconds"] = REPLY_WAIT_SECONDS
+        return super()._receive_message(queue, *args, **kwargs)
+
+    def _get_async(self, queue, count=1, callback=None):  # type: ignore[no-untyped-def]
+        self._touch(queue)
+        return super()._get_async(queue, count, callback)
+
+    def _touch(self, queue: str) -> None:
+        """Refresh the lease of an ephemeral queue being consumed (at most once a minute)."""
+        name = self._ephemeral(queue)
+        if name is None or name not in EPHEMERA.owned:
+            return
+        now = time.time()
+        if now - EPHEMERA.touched.get(name, 0) < LEASE_INTERVAL:
+            return
+        EPHEMERA.touched[name] = now
+        try:
+            self.sqs().tag_queue(QueueUrl=EPHEMERA.owned[name].url, Tags={LEASE_TAG: str(int(now))})
+        except ClientError as exc:
+            logger.warning("could not refresh the lease of %s: %s", name, exc)
+
+    def _delete_message(self, queue_name, message):  # type: ignore[no-untyped-def]
+        if self._ephemeral(queue_name) is None:
+            return super()._delete_message(queue_name, message)
+        try:
+            self.sqs().delete_message(
+                QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"]
+            )
+        except ClientError as exc:
+            logger.debug("could not delete a message of %s: %s", queue_name, exc)
+
+    # -- a closed channel's late poll must not kill a shared event loop -------------------------
+    def _loop1(self, queue, messages_fetched=None):  # type: ignore[no-untyped-def]
+        if self.closed or self.connection is None:
+            return None
+        return super()._loop1(queue, messages_fetched)
+
+    def _schedule_queue(self, queue):  # type: ignore[no-untyped-def]
+        if self.closed or self.connection is None:
+            return None
+        return super()._schedule_queue(queue)
+
+    def _on_messages_ready(self, queue, qname, messages):  # type: ignore[no-untyped-def]
+        if self.closed or self.connection is None:
+            return 0
+        return super()._on_messages_ready(queue, qname, messages)
+
+    # -- publishing -----------------------------------------------------------------------------
+    def basic_publish(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
+        if exchange in SNS_TOPIC_EXCHANGES and routing_key.startswith("task."):
+            if not self._sample_task_events(message):
+                return None
+        elif exchange and self._exchange_is_fanout(exchange):
+            self._address_reply(message)
+        return super().basic_publish(message, exchange, routing_key, **kwargs)
+
+    def _sample_task_events(self, message: dict[str, Any]) -> bool:
+        """Drop unsampled task events from ``message``; False if none is left to send."""
+        rate = self.event_sample_rate
+        if rate >= 1:
+            return True
+        body = _json_body(message)
+        if body is None:
+            return True
+        events = body if isinstance(body, list) else [body]
+        kept = [e for e in events if keeps_task_event(e.get("uuid"), rate)]
+        if not kept:
+            return False
+        if len(kept) != len(events):
+            message["body"] = json.dumps(kept)
+        return True
+
+    def _address_reply(self, message: dict[str, Any]) -> None:
+        """Point a remote-control request's ``reply_to`` at this process's reply queue by name."""
+        body = _json_body(message)
+        reply_to = body.get("reply_to") if isinstance(body, dict) else None
+        if not reply_to or not _REPLY_EXCHANGE.match(reply_to.get("exchange") or ""):
+            return
+        kombu_name = f"{reply_to['routing_key']}.{reply_to['exchange']}"
+        if ephemeral_kind(kombu_name) != "reply":
+            return
+        reply_to["routing_key"] = self.canonical_queue_name(kombu_name)
+        message["body"] = json.dumps(body)
+
+    def _put_reply(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """Send a reply to an existing reply queue; drop it if the caller already left."""
+        if not self._is_ephemeral_sqs_name(queue):
+            logger.debug("dropping a reply without a reply queue name: %s", queue)
+            return
+        try:
+            self._resolve_queue_url(queue)
+            self._put(queue, message, **kwargs)
+        except DoesNotExistQueueException:
+            logger.debug("reply queue %s is gone, reply dropped", queue)
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise
+            self._queue_cache.pop(queue, None)
+            logger.debug("reply queue %s is gone, reply dropped", queue)
+
+
+def _json_body(message: dict[str, Any]) -> Any:
+    if message.get("content-type") != "application/json":
+        return None
+    body = message.get("body")
+    try:
+        return json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return None
+
+
+class Transport(transport.Transport):
+    """taskapp's SQS transport with SNS-backed ``fanout`` and ``topic`` exchanges."""
+
+    Channel = Channel
+
+    implements = transport.Transport.implements.extend(
+        exchange_type=frozenset(["direct", "topic", "fanout"]),
+    )
+
+
+# -- sweeper -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What :func:`sweep_stale` removed."""
+
+    queues: tuple[str, ...]
+    subscriptions: tuple[str, ...]
+
+
+def _ephemeral_queue_urls(sqs: Any, prefix: str) -> list[str]:
+    urls: list[str] = []
+    kwargs: dict[str, Any] = {"QueueNamePrefix": prefix + EPHEMERAL_INFIX, "MaxResults": 1000}
+    while True:
+        resp = sqs.list_queues(**kwargs)
+        urls += resp.get("QueueUrls", [])
+        if not resp.get("NextToken"):
+            return urls
+        kwargs["NextToken"] = resp["NextToken"]
+
+
+def _lease(sqs: Any, url: str) -> float | None:
+    try:
+        tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+        if LEASE_TAG in tags:
+            return float(tags[LEASE_TAG])
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["CreatedTimestamp"])
+        return float(attrs["Attributes"]["CreatedTimestamp"])
+    except ClientError as exc:
+        if _is_missing(exc):
+            return None
+        raise
+
+
+def _monitoring_topics(sns: Any, prefix: str) -> list[str]:
+    wanted = {prefix + "celeryev", prefix + "celery-pidbox"}
+    arns = []
+    for page in sns.get_paginator("list_topics").paginate():
+        topics = [t["TopicArn"] for t in page.get("Topics", [])]
+        arns += [arn for arn in topics if arn.split(":")[-1] in wanted]
+    return arns
+
+
+def _orphan_subscriptions(
+    sns: Any, sqs: Any, topics: Iterable[str], prefix: str, deleted: Iterable[str]
+) -> list[str]:
+    """Subscriptions of ephemeral queues that were just deleted or no longer exist."""
+    gone = set(deleted)
+    orphans = []
+    for topic in topics:
+        pages = sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic)
+        for page in pages:
+            for sub in page.get("Subscriptions", []):
+                queue = sub.get("Endpoint", "").split(":")[-1]
+                if sub.get("Protocol") != "sqs" or not queue.startswith(prefix + EPHEMERAL_INFIX):
+                    continue
+                if queue in gone:
+                    orphans.append(sub["SubscriptionArn"])
+                    continue
+                try:
+                    sqs.get_queue_url(QueueName=queue)
+                except ClientError as exc:
+                    if _is_missing(exc):
+                        orphans.append(sub["SubscriptionArn"])
+    return orphans
+
+
+def sweep_stale(settings: Any, grace_seconds: float = 900) -> SweepReport:
+    """Delete ephemeral queues whose lease is older than ``grace_seconds``, and orphaned
+    SNS subscriptions; both are left behind by processes that did not exit cleanly.
+
+    A live process refreshes its queues' leases every minute while it consumes, so any grace
+    of a few minutes is safe; the default leaves a quarter of an hour.
+    """
+    import boto3
+
+    session = boto3.session.Session()
+    endpoint = settings.aws_endpoint_url
+    sqs = session.client("sqs", region_name=settings.region, endpoint_url=endpoint, config=_SHORT)
+    sns = session.client("sns", region_name=settings.region, endpoint_url=endpoint, config=_SHORT)
+    now = time.time()
+    deleted = []
+    for url in _ephemeral_queue_urls(sqs, settings.queue_prefix):
+        lease = _lease(sqs, url)
+        if lease is None or now - lease <= grace_seconds:
+            continue
+        try:
+            sqs.delete_queue(QueueUrl=url)
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise
+        deleted.append(url.rsplit("/", 1)[-1])
+    topics = _monitoring_topics(sns, settings.queue_prefix)
+    orphans = _orphan_subscriptions(sns, sqs, topics, settings.queue_prefix, deleted)
+    for arn in orphans:
+        sns.unsubscribe(SubscriptionArn=arn)
+    return SweepReport(tuple(deleted), tuple(orphans))
