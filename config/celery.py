@@ -39,6 +39,8 @@ broker_transport_options = {
     "polling_interval": 0.1,
     # Longest DelaySeconds of one hop of a long countdown (taskapp/sqs/delay.py).
     "delay_hop": settings.delay_hop,
+    # Visibility heartbeat of held messages (taskapp/sqs/heartbeat.py).
+    "heartbeat_interval": settings.heartbeat_interval,
     # Receive counts (redelivery, dead-letter attempts) and our own message attributes
     # (dead-letter reasons, claim-check pointers).
     "fetch_message_attributes": {

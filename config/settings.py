@@ -146,6 +146,11 @@ SETTINGS: dict[str, Spec] = {
         "re-published hop by hop (tests shorten it).",
         "an integer from 1 to 900",
     ),
+    "heartbeat_interval": Spec(
+        "TASKAPP_HEARTBEAT_INTERVAL", _int_in(1, 300), 10,
+        "Seconds between visibility renewals of the messages a worker holds; a dead worker's "
+        "messages come back within three intervals.", "an integer from 1 to 300",
+    ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES",
         _bool,
@@ -326,6 +331,7 @@ class Settings:
     max_receives: int
     wait_time_seconds: int
     delay_hop: int
+    heartbeat_interval: int
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None

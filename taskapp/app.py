@@ -22,7 +22,7 @@ FAMILY_PACKAGES = [
 ]
 
 #: Seconds a running key's lease outlives the task's hard time limit.
-LEASE_GRACE = 30
+LEASE_GRACE = 5
 
 
 class TaskappTask(Task):
@@ -87,6 +87,7 @@ class TaskappTask(Task):
 app = Celery("taskapp", task_cls=TaskappTask)
 app.config_from_object("config.celery")
 app.autodiscover_tasks(FAMILY_PACKAGES)
+app.steps["consumer"].add("taskapp.sqs.heartbeat:VisibilityHeartbeat")
 
 
 @signals.before_task_publish.connect

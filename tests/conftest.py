@@ -31,6 +31,8 @@ os.environ.update(
         # Short polls keep the in-process worker responsive to shutdown at session end.
         "TASKAPP_WAIT_TIME_SECONDS": "1",
         "TASKAPP_FETCH_ALLOWLIST": "127.0.0.1",
+        # Held messages are renewed every second, so tests can use 3 s visibility timeouts.
+        "TASKAPP_HEARTBEAT_INTERVAL": "1",
     }
 )
 for var in ("TASKAPP_VISIBILITY_TIMEOUT", "TASKAPP_PREDEFINED_QUEUES", "AWS_REGION"):

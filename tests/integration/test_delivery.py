@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery import signals
 from celery.worker import state as worker_state
 
 from config.settings import Settings
@@ -132,6 +133,37 @@ def test_long_delay_hops_several_times_and_runs_once(
     assert len(hops) >= 2
     (ran_at,) = effect_times(tag)
     assert ran_at - sent >= 9
+
+
+def test_task_running_three_visibility_timeouts_is_never_redelivered(worker: Any, sqs: Any) -> None:
+    # given a task that runs 9 s, whose message's visibility is cut to 3 s once it started
+    # (ChangeMessageVisibility on its receipt handle: the same clock SQS applies to a queue
+    # whose VisibilityTimeout is 3 s)
+    tag = _tag()
+    received: list[str] = []
+
+    def on_received(request: Any, **_: Any) -> None:
+        received.append(request.id)
+
+    signals.task_received.connect(on_received, weak=False)
+    try:
+        result = record.apply_async((tag,), kwargs={"sleep": 9})
+        (running,) = _wait_for(
+            lambda: [r for r in list(worker_state.active_requests) if r.id == result.id], 5
+        )
+        info = running._message.delivery_info
+        sqs.change_message_visibility(
+            QueueUrl=info["sqs_queue"],
+            ReceiptHandle=info["sqs_message"]["ReceiptHandle"],
+            VisibilityTimeout=3,
+        )
+        assert result.get(timeout=20, interval=0.1) == 1
+        time.sleep(4)  # a copy made visible during the run would have been received by now
+    finally:
+        signals.task_received.disconnect(on_received)
+    # then the heartbeat kept it invisible: received once, ran once
+    assert received.count(result.id) == 1
+    assert len(effect_times(tag)) == 1
 
 
 def test_retryable_error_retries_with_backoff_then_succeeds(worker: Any) -> None:
