@@ -59,11 +59,11 @@ def default_rules(settings: Settings) -> dict[str, list[dict[str, Any]]]:
             # Uploads that never became an image job, and report files past their link's life.
             {"name": "tmp-uploads", "prefix": "tmp/", "max_age_hours": 24},
             {"name": "expired-reports", "prefix": "reports/", "max_age_hours": 7 * 24},
-            # Variants carry x-amz-meta-source-key; the hour of grace spares a variant whose
-            # source is being replaced right now.
+            # Image variants; removed once the object named by their x-amz-meta-source-key is
+            # gone. The hour of grace spares a variant whose source is being replaced now.
             {
                 "name": "orphaned-variants",
-                "prefix": "images/variants/",
+                "prefix": "thumbnails/",
                 "orphaned_by": "source-key",
                 "min_age_hours": 1,
             },
@@ -78,6 +78,12 @@ def default_rules(settings: Settings) -> dict[str, list[dict[str, Any]]]:
                 **_platform("idempotency-records", "idempotency_keys", "updated_at", results_age),
                 "timestamp_format": "epoch",
                 "where": {"state": "done"},
+            },
+            # Per-process event/reply queues of crashed workers, Flower, inspect calls.
+            {
+                "name": "monitoring-queues",
+                "sweeper": "taskapp.cleanup.hygiene:sweep_monitoring_queues",
+                "optional": True,
             },
         ],
     }

@@ -5,7 +5,8 @@ The defaults (``config/retention.py``) expire Celery's result tables (``celery_t
 ``TASKAPP_RESULT_EXPIRES``, in the same short batches as any retention rule. These tables
 belong to other parts of the platform and may not exist yet, so a missing one is skipped with
 a log line. Sweepers are functions other families register by dotted path (see
-``SweeperRule``) to remove what their crashed processes left behind.
+``SweeperRule``) to remove what their crashed processes left behind; the default one removes
+the per-process monitoring queues and SNS subscriptions of crashed processes.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from datetime import datetime
 from time import perf_counter
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import Engine
 
+from config.settings import load_settings
 from taskapp.cleanup.purge import OnBatch, StepResult, apply_rule
 from taskapp.cleanup.rules import RetentionRule, RuleError, SweeperRule
+from taskapp.errors import RetryableError
 
-__all__ = ["apply_hygiene_rule"]
+__all__ = ["apply_hygiene_rule", "sweep_monitoring_queues"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,9 @@ def _sweep(rule: SweeperRule, dry_run: bool) -> StepResult:
         return result
     started = perf_counter()
     count = function(dry_run=dry_run)
+    if count is None and dry_run:
+        result.skipped = "the sweeper cannot tell what it would remove"
+        return result
     if not isinstance(count, int) or count < 0:
         raise RuleError(rule.name, f"sweeper returned {count!r}, not a count")
     result.count, result.duration_s = count, round(perf_counter() - started, 4)
@@ -73,3 +80,20 @@ def _resolve(rule: SweeperRule) -> Any:
     if not callable(function):
         raise RuleError(rule.name, f"{rule.sweeper!r} is not a function")
     return function
+
+
+def sweep_monitoring_queues(dry_run: bool) -> int | None:
+    """Sweeper: per-process monitoring queues and subscriptions left by crashed processes.
+
+    Adapts ``taskapp.sqs.monitoring.sweep_stale`` (a live process renews its queues' lease
+    every minute, so only dead ones go). It has no dry run: dry, this returns ``None``.
+    """
+    if dry_run:
+        return None
+    from taskapp.sqs.monitoring import sweep_stale
+
+    try:
+        report = sweep_stale(load_settings())
+    except (ClientError, BotoCoreError) as exc:
+        raise RetryableError(f"monitoring sweeper: SQS/SNS error {type(exc).__name__}") from exc
+    return len(report.queues) + len(report.subscriptions)

@@ -4,7 +4,7 @@ Listing pages through ``list_objects_v2``; deletes go out in ``delete_objects`` 
 1,000 keys (the API's maximum).
 
 The orphan contract (images writes it, cleanup reads it): every derived object, such as an
-image variant under ``images/variants/``, carries the user metadata ``source-key`` (the
+image variant under ``thumbnails/``, carries the user metadata ``source-key`` (the
 ``x-amz-meta-source-key`` header) holding the key of its source in the same bucket. A derived
 object older than the rule's grace period whose source key no longer exists is deleted.
 Objects without the header are left alone: cleanup never guesses what something came from.

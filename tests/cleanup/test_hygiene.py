@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery.backends.database.models import ResultModelBase, Task, TaskSet
@@ -98,3 +100,20 @@ def test_sweepers_run_and_a_missing_optional_one_is_skipped(tmp_path, rules_file
     }  # fmt: skip
     assert real["rules"]["event-queues"]["count"] == 3
     assert "not installed" in real["rules"]["absent"]["skipped"]
+
+
+def test_the_monitoring_sweeper_removes_queues_of_crashed_processes(tmp_path, sqs, settings):
+    # given a per-process event queue whose lease ran out an hour ago (its process crashed)
+    name = f"{settings.queue_prefix}mon-ev-crashed{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name, tags={"taskapp:lease": str(time.time() - 3600)})
+    db_url = f"sqlite:///{tmp_path}/app.db"
+    db.upgrade(db_url)
+    # when cleanup runs the sweeper dry, then for real
+    dry = run_cleanup(["monitoring-queues"], dry_run=True, url=db_url)
+    assert sqs.list_queues(QueueNamePrefix=name).get("QueueUrls") == [url["QueueUrl"]]
+    real = run_cleanup(["monitoring-queues"], url=db_url)
+    # then the dry run touched nothing and said so; the real run removed the queue
+    assert "cannot tell" in dry["rules"]["monitoring-queues"]["skipped"]
+    assert real["rules"]["monitoring-queues"]["count"] >= 1
+    live = sqs.list_queues(QueueNamePrefix=name).get("QueueUrls", [])
+    assert url["QueueUrl"] not in live

@@ -73,11 +73,12 @@ def test_a_malformed_storage_or_sweeper_rule_names_the_rule(raw, problem):
 def test_the_defaults_cover_the_demo_tables_storage_and_platform(settings: Settings):
     rules = load_rules(settings)
     assert [r.table for r in rules.tables] == ["events", "customers"]
-    assert [r.prefix for r in rules.storage] == ["tmp/", "reports/", "images/variants/"]
+    assert [r.prefix for r in rules.storage] == ["tmp/", "reports/", "thumbnails/"]
     assert {r.name for r in rules.hygiene} == {
         "task-results",
         "group-results",
         "idempotency-records",
+        "monitoring-queues",
     }
     results = next(r for r in rules.hygiene if r.name == "task-results")
     assert results.max_age == timedelta(seconds=settings.result_expires)

@@ -51,10 +51,10 @@ def test_objects_under_a_prefix_expire_after_their_age(s3, bucket, url):
 def test_variants_whose_source_is_gone_are_removed(s3, bucket, url):
     # given variants of a live source, of a deleted source, and one without the header
     put(s3, bucket, "uploads/live.jpg")
-    put(s3, bucket, "images/variants/aa/200.webp", **{"source-key": "uploads/live.jpg"})
-    put(s3, bucket, "images/variants/bb/200.webp", **{"source-key": "uploads/gone.jpg"})
-    put(s3, bucket, "images/variants/bb/800.webp", **{"source-key": "uploads/gone.jpg"})
-    put(s3, bucket, "images/variants/cc/200.webp")
+    put(s3, bucket, "thumbnails/aa/200.webp", **{"source-key": "uploads/live.jpg"})
+    put(s3, bucket, "thumbnails/bb/200.webp", **{"source-key": "uploads/gone.jpg"})
+    put(s3, bucket, "thumbnails/bb/800.webp", **{"source-key": "uploads/gone.jpg"})
+    put(s3, bucket, "thumbnails/cc/200.webp")
     # when cleanup runs now, within the hour of grace / then nothing is touched
     assert run_cleanup(["orphaned-variants"], url=url)["total"] == 0
     # when it runs two hours later, dry and then for real
@@ -65,8 +65,8 @@ def test_variants_whose_source_is_gone_are_removed(s3, bucket, url):
     assert dry["rules"]["orphaned-variants"]["count"] == 2
     assert report["rules"]["orphaned-variants"]["count"] == 2
     assert keys(s3, bucket) == [
-        "images/variants/aa/200.webp",
-        "images/variants/cc/200.webp",
+        "thumbnails/aa/200.webp",
+        "thumbnails/cc/200.webp",
         "uploads/live.jpg",
     ]
 
