@@ -103,6 +103,35 @@ def worker(app: Any, provisioned: list[Any]) -> Iterator[Any]:
         yield controller
 
 
+def prefixed_app(app: Any, prefix: str) -> Any:
+    """A producer with ``app``'s routing and serializers but its own queue prefix."""
+    from celery import Celery
+
+    other = Celery(f"producer-{prefix}", set_as_current=False)
+    other.conf.update(
+        {
+            key: app.conf[key]
+            for key in (
+                "broker_url",
+                "broker_transport",
+                "task_routes",
+                "task_queues",
+                "task_default_queue",
+                "task_serializer",
+                "accept_content",
+                "result_backend",
+                "result_extended",
+                "result_accept_content",
+            )
+        }
+    )
+    other.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "queue_name_prefix": prefix,
+    }
+    return other
+
+
 def queue_url(sqs: Any, settings: Settings, name: str) -> str:
     """URL of this session's queue ``name`` (without prefix)."""
     return str(sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"])

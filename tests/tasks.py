@@ -55,8 +55,11 @@ def reject() -> None:
 
 
 @app.task(name="tests.record", bind=True, soft_time_limit=5, time_limit=10)
-def record(self: Any, tag: str, sleep: float = 0.0, **_: Any) -> int:
-    """Record one execution of ``tag`` (after sleeping ``sleep`` seconds)."""
+def record(self: Any, tag: str, sleep: float = 0.0, mark_start: bool = False, **_: Any) -> int:
+    """Record one execution of ``tag`` after sleeping ``sleep`` seconds (and its start, as
+    ``<tag>:start``, if ``mark_start``)."""
+    if mark_start:
+        record_effect(f"{tag}:start", self.request.id)
     time.sleep(sleep)
     return record_effect(tag, self.request.id)
 

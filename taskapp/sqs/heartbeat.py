@@ -6,8 +6,10 @@ to three intervals from now (ChangeMessageVisibilityBatch, 10 per call). A task 
 run longer than its queue's VisibilityTimeout without being handed to a second worker, and the
 message of a worker that dies comes back within three intervals, not a whole timeout.
 
-On shutdown, the messages received but not started are made visible again at once, so another
-worker picks them up within seconds.
+On a warm shutdown Celery's pool still runs every message it was handed before it exits (and
+the heartbeat keeps renewing them until then), so nothing prefetched is lost or left invisible
+for a whole visibility timeout. Releasing them early instead would let a second worker start
+them while this one still does.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def change_visibility(requests: Iterable[Any], timeout: int) -> int:
 
 
 class VisibilityHeartbeat(bootsteps.StartStopStep):
-    """Consumer bootstep renewing the visibility of held messages; releases unstarted ones."""
+    """Consumer bootstep renewing the visibility of every message the worker holds."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -81,11 +83,3 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
-
-    def shutdown(self, parent: Any) -> None:
-        waiting = [
-            r for r in worker_state.reserved_requests if r not in worker_state.active_requests
-        ]
-        released = change_visibility(waiting, 0)
-        if released:
-            logger.info("released %d unstarted message(s) for other workers", released)

@@ -12,7 +12,7 @@ import pytest
 from config.settings import Settings
 from taskapp.queues import queue_names
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import drain, queue_url
+from tests.conftest import drain, prefixed_app, queue_url
 
 pytestmark = pytest.mark.integration
 
@@ -42,11 +42,21 @@ def probe(app: Any, sqs: Any, settings: Settings) -> Any:
     prefix = settings.queue_prefix + "probe-"
     probe_app = Celery("probe", set_as_current=False)
     probe_app.conf.update(
-        {key: app.conf[key] for key in ("broker_url", "broker_transport", "task_routes",
-                                        "task_queues", "task_default_queue", "task_serializer")}
+        {
+            key: app.conf[key]
+            for key in (
+                "broker_url",
+                "broker_transport",
+                "task_routes",
+                "task_queues",
+                "task_default_queue",
+                "task_serializer",
+            )
+        }
     )
     probe_app.conf.broker_transport_options = {
-        **app.conf.broker_transport_options, "queue_name_prefix": prefix
+        **app.conf.broker_transport_options,
+        "queue_name_prefix": prefix,
     }
     probe_settings = replace(settings, queue_prefix=prefix)
     provision(sqs, probe_settings, app_specs(app))
@@ -96,7 +106,9 @@ def test_message_failing_max_receives_times_lands_in_its_dlq(
     sqs.delete_message(QueueUrl=dlq, ReceiptHandle=dead[0]["ReceiptHandle"])
 
 
-def test_provision_twice_is_a_no_op(provisioned: Any, app: Any, sqs: Any, settings: Settings) -> None:
+def test_provision_twice_is_a_no_op(
+    provisioned: Any, app: Any, sqs: Any, settings: Settings
+) -> None:
     # given queues provisioned once (the session fixture)
     # when provisioning runs again
     changes = provision(sqs, settings, app_specs(app))
@@ -105,7 +117,9 @@ def test_provision_twice_is_a_no_op(provisioned: Any, app: Any, sqs: Any, settin
     assert len(changes) == 2 * len(queue_names())
 
 
-def test_queue_attributes_follow_the_plan(provisioned: Any, app: Any, sqs: Any, settings: Settings) -> None:
+def test_queue_attributes_follow_the_plan(
+    provisioned: Any, app: Any, sqs: Any, settings: Settings
+) -> None:
     # given the derived plan
     for spec in app_specs(app):
         # then each queue's visibility covers its hard limit, long polls, and redrives to its DLQ

@@ -1,0 +1,135 @@
+"""Crash and shutdown faults against real worker processes (not the in-process session worker).
+
+Each test runs `celery -A taskapp worker` subprocesses on their own queue prefix (so the
+session worker never competes) and the session's database, and ends every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from taskapp.sqs.provision import app_specs, provision
+from tests.conftest import prefixed_app
+from tests.tasks import effect_times
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def crash_env(
+    app: Any, sqs: Any, settings: Settings, provisioned: Any
+) -> tuple[Any, dict[str, str]]:
+    """A producer and a worker environment on queues of their own."""
+    prefix = settings.queue_prefix + "crash-"
+    provision(sqs, replace(settings, queue_prefix=prefix), app_specs(app))
+    env = {**os.environ, "TASKAPP_QUEUE_PREFIX": prefix, "TASKAPP_HEARTBEAT_INTERVAL": "1"}
+    return prefixed_app(app, prefix), env
+
+
+@contextmanager
+def worker_process(env: dict[str, str], name: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A prefork worker with one child, consuming the default queue; stopped by PID at exit."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "taskapp",
+        "worker",
+        "--include=tests.tasks",
+        "-P",
+        "prefork",
+        "-c",
+        "1",
+        "-Q",
+        "default",
+        "-n",
+        f"{name}@%h",
+        "--loglevel=INFO",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while b" ready." not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "worker did not become ready"
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _wait_for_start(tag: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not effect_times(f"{tag}:start"):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_sigkill_of_the_whole_worker_redelivers_and_completes_once(
+    crash_env: Any, tmp_path: Path
+) -> None:
+    producer, env = crash_env
+    tag = uuid.uuid4().hex
+    # given a task running on worker A
+    with worker_process(env, "a", tmp_path / "a.log") as worker_a:
+        result = producer.send_task(
+            "tests.record", args=[tag], kwargs={"sleep": 3, "mark_start": True}
+        )
+        _wait_for_start(tag)
+        # when the whole worker is SIGKILLed mid-task
+        os.killpg(worker_a.pid, signal.SIGKILL)
+        worker_a.wait(10)
+    # then worker B receives the message again and completes it, once
+    with worker_process(env, "b", tmp_path / "b.log"):
+        assert result.get(timeout=60, interval=0.2) == 1
+    assert len(effect_times(tag)) == 1
+    assert len(effect_times(f"{tag}:start")) == 2
+
+
+def test_sigkill_of_a_pool_child_redelivers_instead_of_failing(
+    crash_env: Any, tmp_path: Path
+) -> None:
+    producer, env = crash_env
+    tag = uuid.uuid4().hex
+    with worker_process(env, "c", tmp_path / "c.log") as worker:
+        result = producer.send_task(
+            "tests.record", args=[tag], kwargs={"sleep": 3, "mark_start": True}
+        )
+        _wait_for_start(tag)
+        # when the pool child running the task is SIGKILLed
+        for child in _children(worker.pid):
+            os.kill(child, signal.SIGKILL)
+        # then the task is never recorded as failed, and completes once
+        states = set()
+        deadline = time.monotonic() + 60
+        while not result.ready() and time.monotonic() < deadline:
+            states.add(result.state)
+            time.sleep(0.2)
+        assert result.get(timeout=1) == 1
+    assert "FAILURE" not in states
+    assert len(effect_times(tag)) == 1
