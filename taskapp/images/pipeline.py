@@ -20,6 +20,7 @@ Correctness choices:
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +51,14 @@ __all__ = [
 
 #: Draft a JPEG to at least this multiple of the largest box before the final resize.
 DRAFT_GAP = 1.0
-#: ``reducing_gap`` for resize: reduce() by an integer factor down to this multiple, then filter.
+#: ``reducing_gap`` for resizing the decoded source: reduce() by an integer factor down to this
+#: multiple of the target (cheap box filter), then finish with RESAMPLE.
 REDUCING_GAP = 2.0
+#: A smaller size is resized from an earlier result that is at least this multiple of it...
+CHAIN_GAP = 2.0
+#: ...with this reducing_gap: the source is small by then, so RESAMPLE can do all of the work,
+#: which keeps small thumbnails as soft as Pillow's own thumbnail() makes them.
+CHAIN_REDUCING_GAP = 3.0
 RESAMPLE = Image.Resampling.BICUBIC
 #: Bumped whenever output pixels or encoder settings change: it is part of every output key.
 PIPELINE_VERSION = "1"
@@ -225,10 +232,10 @@ def decode(data: bytes, *, max_pixels: int, largest: int | None = None) -> Decod
     image = open_image(data, max_pixels)
     source_format, mode = str(image.format), image.mode
     frames = int(getattr(image, "n_frames", 1))
-    exif = image.getexif()
-    orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+    exif = _read_exif(image)
+    orientation = exif.get(ExifTags.Base.Orientation, 1)
     if orientation not in ORIENTATION:
-        orientation = 1
+        orientation = 1  # absent, "normal" or nonsense: show the pixels as stored
     stored = image.size
     box = (0.0, 0.0, float(stored[0]), float(stored[1]))
     gap = math.ceil(largest * DRAFT_GAP) if largest else max(stored)
@@ -262,6 +269,16 @@ def decode(data: bytes, *, max_pixels: int, largest: int | None = None) -> Decod
         description,
         has_alpha,
     )
+
+
+def _read_exif(image: Image.Image) -> Image.Exif:
+    """The image's EXIF; empty if it is malformed (it is metadata, not a reason to fail)."""
+    try:
+        exif = image.getexif()
+        exif.get_ifd(ExifTags.IFD.Exif)  # parse the sub-IFD now, while errors are caught here
+        return exif
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        return Image.Exif()
 
 
 def _to_srgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, str | None]:
@@ -343,10 +360,10 @@ def render(decoded: Decoded, plan: Iterable[tuple[int, OutputFormat]]) -> list[V
 
 
 def _resize(decoded: Decoded, target: tuple[int, int], made: Sequence[Image.Image]) -> Image.Image:
-    # The smallest earlier result still REDUCING_GAP times the target keeps quality and is cheap.
+    # The smallest earlier result still CHAIN_GAP times the target keeps quality and is cheap.
     for earlier in reversed(made):
-        if earlier.width >= target[0] * REDUCING_GAP and earlier.height >= target[1] * REDUCING_GAP:
-            return earlier.resize(target, RESAMPLE, reducing_gap=REDUCING_GAP)
+        if earlier.width >= target[0] * CHAIN_GAP and earlier.height >= target[1] * CHAIN_GAP:
+            return earlier.resize(target, RESAMPLE, reducing_gap=CHAIN_REDUCING_GAP)
     image, box = decoded.image, decoded.box
     if image.size == target and box == (0, 0, *target):
         return image

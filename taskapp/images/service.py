@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ DEFAULT_FORMATS = ("jpeg", "webp")
 MAX_SIZE = 4096
 MAX_VARIANTS = 24
 KEY_PREFIX = "thumbnails"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class ThumbnailRequest:
 
 def load_source(source: str, settings: Settings) -> bytes:
     """The bytes of ``source``: an http(s) URL (fetched safely) or a key in the bucket."""
-    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    match = _SCHEME.match(source)
+    scheme = match.group(1).lower() if match else ""
     if scheme in ("http", "https"):
         return fetch.fetch(
             source,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import chord, group
+from kombu.exceptions import OperationalError
 
 from taskapp.app import app
 from taskapp.errors import PermanentError, RetryableError
@@ -51,7 +52,10 @@ def process_upload(key: str) -> dict[str, Any]:
     callback = record_upload.s(key=key).on_error(record_upload_failure.s(key=key))
     callback.freeze()
     records.mark_pending(key, callback.id)  # before the work starts: the poller sees "pending"
-    result = chord(group(make_thumbnails.si(key), analyze.si(key)))(callback)
+    try:
+        result = chord(group(make_thumbnails.si(key), analyze.si(key)))(callback)
+    except OperationalError as exc:  # the broker refused the publish: try the fan-out again
+        raise RetryableError(f"could not start processing {key!r}: {exc}") from None
     return {"key": key, "status": records.PENDING, "result_id": result.id}
 
 
