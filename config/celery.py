@@ -41,6 +41,9 @@ broker_transport_options = {
     "delay_hop": settings.delay_hop,
     # Visibility heartbeat of held messages (taskapp/sqs/heartbeat.py).
     "heartbeat_interval": settings.heartbeat_interval,
+    # Bodies over this size go through S3 (taskapp/sqs/claimcheck.py).
+    "claim_check_threshold": settings.claim_check_threshold,
+    "claim_check_bucket": settings.bucket,
     # Receive counts (redelivery, dead-letter attempts) and our own message attributes
     # (dead-letter reasons, claim-check pointers).
     "fetch_message_attributes": {

@@ -151,6 +151,12 @@ SETTINGS: dict[str, Spec] = {
         "Seconds between visibility renewals of the messages a worker holds; a dead worker's "
         "messages come back within three intervals.", "an integer from 1 to 300",
     ),
+    "claim_check_threshold": Spec(
+        "TASKAPP_CLAIM_CHECK_THRESHOLD", _int_in(1024, 1_048_576), 1_040_384,
+        "Message size in bytes above which the body is stored in S3 (`TASKAPP_BUCKET`) and "
+        "SQS carries a pointer (SQS allows 1 MiB including attributes).",
+        "an integer from 1024 to 1048576",
+    ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES",
         _bool,
@@ -332,6 +338,7 @@ class Settings:
     wait_time_seconds: int
     delay_hop: int
     heartbeat_interval: int
+    claim_check_threshold: int
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None

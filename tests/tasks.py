@@ -95,3 +95,13 @@ def fail_permanently(self: Any, tag: str) -> None:
     """Refuse the input for good."""
     record_effect(tag, self.request.id)
     raise PermanentError(f"bad input for {tag}: field 'to' is empty")
+
+
+@app.task(name="tests.digest", throws=(PermanentError,), soft_time_limit=10, time_limit=15)
+def digest(data: str, fail: bool = False) -> dict[str, Any]:
+    """Length and SHA-256 of ``data`` (or a permanent error, to dead-letter a big message)."""
+    import hashlib
+
+    if fail:
+        raise PermanentError("refusing this payload")
+    return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}

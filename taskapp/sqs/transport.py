@@ -10,6 +10,9 @@ What it changes, and why:
 * A received message whose ETA is still ahead (a delay longer than one SQS hop of at most
   900 s) is re-published with the next hop's ``DelaySeconds`` and deleted, never held in
   memory: see ``taskapp/sqs/delay.py``.
+* Bodies over the SQS size limit travel through S3 (claim check, Extended Client format): see
+  ``taskapp/sqs/claimcheck.py``. The object is deleted when the message is acknowledged, unless
+  the message was dead-lettered.
 * A message rejected without requeue on a queue with a RedrivePolicy is made visible again after
   a short exponential backoff (ChangeMessageVisibility), instead of staying invisible for the
   whole visibility timeout. SQS counts each receive and moves the message to the queue's
@@ -26,6 +29,7 @@ from kombu.log import get_logger
 from kombu.transport import SQS
 from kombu.utils.encoding import bytes_to_str
 
+from taskapp.sqs.claimcheck import offloader, pointer_of
 from taskapp.sqs.delay import DUE_SLACK, MAX_DELAY_SECONDS, delay_for, remaining_seconds
 
 __all__ = ["Channel", "Transport", "receive_count", "redelivery_delay"]
@@ -52,6 +56,41 @@ def redelivery_delay(receives: int) -> int:
 
 class Channel(SQS.Channel):
     """SQS channel that flags redeliveries, hops long delays and backs off rejected messages."""
+
+    def _new_boto_client(self, service, *args, **kwargs):  # type: ignore[no-untyped-def]
+        client = super()._new_boto_client(service, *args, **kwargs)
+        threshold = self.transport_options.get("claim_check_threshold")
+        if service == "sqs" and threshold:
+            handler = offloader(self._s3, self.transport_options["claim_check_bucket"], threshold)
+            client.meta.events.register("before-parameter-build.sqs.SendMessage", handler)
+        return client
+
+    def _s3(self) -> Any:
+        from taskapp.aws import client
+
+        return client("s3")
+
+    def _message_to_python(self, message, queue_name, q_url):  # type: ignore[no-untyped-def]
+        pointer = pointer_of(message)
+        if pointer is None:
+            return super()._message_to_python(message, queue_name, q_url)
+        bucket, key = pointer
+        body = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        payload = super()._message_to_python({**message, "Body": body}, queue_name, q_url)
+        # Keep the pointer as "the received message": a dead letter copies the pointer, not
+        # the payload, and the ack knows which object to delete.
+        payload["properties"]["delivery_info"]["sqs_message"] = message
+        return payload
+
+    def basic_ack(self, delivery_tag, multiple=False):  # type: ignore[no-untyped-def]
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+        except KeyError:
+            info = {}
+        pointer = pointer_of(info.get("sqs_message") or {})
+        super().basic_ack(delivery_tag, multiple)
+        if pointer and not info.get("dead_lettered"):
+            self._s3().delete_object(Bucket=pointer[0], Key=pointer[1])
 
     @property
     def delay_hop(self) -> int:

@@ -80,6 +80,7 @@ def dead_letter_message(message: Any, letter: DeadLetter) -> bool:
     except (ClientError, BotoCoreError, OSError) as exc:
         logger.error("could not dead-letter message from %s: %r", queue_url, exc)
         return False
+    info["dead_lettered"] = True  # the ack must keep a claim-checked payload for redrives
     logger.warning(
         "dead-lettered task=%s id=%s queue=%s reason=%s error=%s",
         letter.task_name or "-",
