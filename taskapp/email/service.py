@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from config.settings import Settings, load_settings
+from taskapp.db import engine
 from taskapp.email import attachments as attachment_store
 from taskapp.email import ledger
 from taskapp.email.backends import Backend, backend_for
@@ -37,8 +38,6 @@ def send(
     """
     settings = settings or load_settings()
     key = check_idempotency_key(idempotency_key)
-    from taskapp.db import engine
-
     with ledger.claim(engine(settings.database_url), key, lease=lease) as claim:
         if claim.already_sent:
             logger.info("email already sent, not sending again key=%s", key)

@@ -10,7 +10,7 @@ import threading
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,10 @@ class Received:
     def message(self) -> EmailMessage:
         # The wire has CRLF line ends; Python's parser keeps them in decoded text otherwise.
         data = self.data.replace(b"\r\n", b"\n")
-        return message_from_bytes(data, policy=policy.default)  # type: ignore[return-value]
+        try:  # SMTPUTF8 messages carry raw UTF-8 headers, which the bytes parser mangles
+            return message_from_string(data.decode(), policy=policy.default)  # type: ignore[return-value]
+        except UnicodeDecodeError:
+            return message_from_bytes(data, policy=policy.default)  # type: ignore[return-value]
 
 
 @dataclass

@@ -188,3 +188,15 @@ def test_the_same_key_is_delivered_once(smtp_server: TestSMTPServer) -> None:
     assert len(smtp_server.received) == 1
     assert first == second
     assert load_settings().email_backend == "smtp"
+
+
+def test_non_ascii_mailbox_goes_out_with_smtputf8(smtp_server: TestSMTPServer) -> None:
+    # given a recipient whose local part is not ASCII (RFC 6531)
+    request = EmailRequest.build("Jürgen <jürgen@example.com>", "Grüße", body="Hallo")
+    # when it is sent to a server that offers SMTPUTF8
+    send(request)
+    # then the envelope and the header carry the UTF-8 address
+    (received,) = smtp_server.received
+    assert received.rcpt_tos == ["jürgen@example.com"]
+    assert received.message["To"].addresses[0].addr_spec == "jürgen@example.com"
+    assert received.message["Subject"] == "Grüße"
