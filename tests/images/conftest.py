@@ -33,6 +33,7 @@ class ImageServer:
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     streamed: dict[str, int] = field(default_factory=dict)
     done: dict[str, threading.Event] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
 
     def url(self, path: str, host: str = LOOPBACK) -> str:
         return f"http://{host}:{self.port}{path}"
@@ -78,6 +79,15 @@ def _handler(server: ImageServer) -> type[BaseHTTPRequestHandler]:
 
         def route_error(self, query: dict[str, str]) -> None:
             self._send(int(query.get("status", "503")), b"oops", "text/plain")
+
+        def route_flaky(self, query: dict[str, str]) -> None:
+            """Answer 503 to the first ``fail`` requests for ``path``, then serve it."""
+            path = query["path"]
+            server.hits[path] = server.hits.get(path, 0) + 1
+            if server.hits[path] <= int(query["fail"]):
+                self._send(503, b"try again", "text/plain")
+            else:
+                self._send(200, *server.files[path])
 
         def route_slow(self, query: dict[str, str]) -> None:
             time.sleep(float(query.get("seconds", "3")))

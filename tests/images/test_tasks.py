@@ -64,6 +64,18 @@ def test_thumbnails_task_from_a_url(worker: Any, image_server: ImageServer) -> N
     assert (variant["width"], variant["height"], variant["format"]) == (60, 40, "png")
 
 
+def test_transient_http_error_is_retried_until_it_succeeds(
+    worker: Any, image_server: ImageServer
+) -> None:
+    # given a URL that answers 503 once and then serves the image
+    image_server.add("/tasks/flaky.png", samples.png(120, 80), "image/png")
+    url = image_server.url("/flaky?fail=1&path=/tasks/flaky.png")
+    # when thumbnailed; then the task retries (with backoff) and succeeds
+    manifest = make_thumbnails.delay(url, sizes=[60], formats=["png"]).get(**WAIT)
+    assert [(v["width"], v["height"]) for v in manifest["variants"]] == [(60, 40)]
+    assert image_server.hits["/tasks/flaky.png"] == 2
+
+
 def test_redelivered_task_returns_the_same_manifest(
     worker: Any, s3: Any, settings: Settings
 ) -> None:
