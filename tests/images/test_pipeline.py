@@ -221,3 +221,22 @@ def test_malformed_exif_is_ignored_not_fatal() -> None:
     # when rendered; then it is treated as having no orientation and renders normally
     (variant,) = render(data, [100], ["jpeg"])
     assert (variant.width, variant.height) == (100, 75)
+
+
+def test_embedded_non_srgb_profile_is_converted_and_replaced_by_srgb() -> None:
+    # given a JPEG carrying an RGB profile that is not called sRGB (sRGB primaries, renamed,
+    # so the expected pixels are known)
+    srgb = pipeline.srgb_profile()
+    other = srgb.replace("sRGB".encode("utf-16-be"), "wRGB".encode("utf-16-be"))
+    source = Image.new("RGB", (64, 48), (200, 120, 40))
+    buffer = io.BytesIO()
+    source.save(buffer, "JPEG", quality=95, icc_profile=other)
+    # when decoded and rendered
+    decoded = pipeline.decode(buffer.getvalue(), max_pixels=MAX_PIXELS, largest=32)
+    (variant,) = pipeline.render(decoded, [(32, FORMATS["png"])])
+    # then the source profile was recognised, the colours kept, and the output says sRGB
+    assert decoded.icc_description == "wRGB built-in"
+    image = opened(variant)
+    pixel = image.getpixel((16, 12))
+    assert all(abs(a - b) <= 3 for a, b in zip(pixel, (200, 120, 40), strict=True))
+    assert image.info["icc_profile"] == srgb
