@@ -8,12 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskapp.email.errors import EmailInputError, NoRecipients
-from taskapp.email.request import parse_address
+from taskapp.email.request import EmailRequest, parse_address
+from taskapp.email.templates import render
 
-__all__ = ["BulkRecipient", "Chunk", "parse_recipients", "plan"]
+__all__ = ["BulkRecipient", "Chunk", "prepare", "parse_recipients", "plan"]
 
-#: Largest list one ``email.send_bulk`` call takes; a bigger list belongs in several calls.
-MAX_BULK_RECIPIENTS = 10_000
+#: Largest list one ``email.send_bulk`` call takes; a bigger list belongs in several calls
+#: (each recipient is one SQS SendMessage, and all of them must fit in the task's time limit).
+MAX_BULK_RECIPIENTS = 2_000
+#: The ``email.send`` options a bulk send passes through to every email.
+BULK_OPTIONS = frozenset(
+    {"body", "html", "template", "context", "cc", "bcc", "reply_to", "attachments", "headers"}
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,27 @@ class Chunk:
 
     recipients: tuple[BulkRecipient, ...]
     countdown: float
+
+
+def prepare(
+    recipients: object, subject: str | None, options: dict[str, Any]
+) -> tuple[list[BulkRecipient], dict[str, Any], dict[str, Any]]:
+    """Check a bulk send once, up front: (recipients, shared context, per-email options).
+
+    The first recipient's email is built and its template rendered, so a bad argument fails
+    the bulk task instead of every one of its emails.
+    """
+    unknown = set(options) - BULK_OPTIONS
+    if unknown:
+        raise EmailInputError.at("options", f"email.send_bulk does not take {sorted(unknown)}")
+    people = parse_recipients(recipients)
+    rest = dict(options)
+    shared = dict(rest.pop("context", None) or {})
+    first = {**shared, **people[0].context}
+    EmailRequest.build(people[0].to, subject, context=first, **rest)
+    if rest.get("template"):
+        render(rest["template"], first)
+    return people, shared, rest
 
 
 def parse_recipients(raw: object) -> list[BulkRecipient]:

@@ -9,9 +9,7 @@ from celery import group
 from config.settings import load_settings
 from taskapp.app import app
 from taskapp.email import bulk, service
-from taskapp.email.errors import EmailInputError
 from taskapp.email.request import EmailRequest
-from taskapp.email.templates import render
 from taskapp.errors import PermanentError, RetryableError
 
 __all__ = ["send_email", "send_bulk"]
@@ -19,10 +17,6 @@ __all__ = ["send_email", "send_bulk"]
 SEND_TIME_LIMIT = 45
 #: A claim outlives the hard time limit, so a running send is never doubled (see ledger.py).
 SEND_LEASE = SEND_TIME_LIMIT + 15
-#: The ``email.send`` options a bulk send passes through to every email.
-BULK_OPTIONS = frozenset(
-    {"body", "html", "template", "context", "cc", "bcc", "reply_to", "attachments", "headers"}
-)
 
 
 @app.task(
@@ -92,15 +86,7 @@ def send_bulk(
     recipient's own ``context`` is merged over the shared one. A redelivered bulk task enqueues
     again, but every email's idempotency key is ``<bulk key>:<index>``, so none is sent twice.
     """
-    unknown = set(options) - BULK_OPTIONS
-    if unknown:
-        raise EmailInputError.at("options", f"email.send_bulk does not take {sorted(unknown)}")
-    people = bulk.parse_recipients(recipients)
-    shared = dict(options.pop("context", None) or {})
-    first = {**shared, **people[0].context}
-    EmailRequest.build(people[0].to, subject, context=first, **options)  # fail fast, not N times
-    if options.get("template"):
-        render(options["template"], first)
+    people, shared, options = bulk.prepare(recipients, subject, options)
     base_key = idempotency_key or self.request.id
     chunks = bulk.plan(people, load_settings().email_send_rate, chunk_size)
     for chunk in chunks:

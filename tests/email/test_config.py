@@ -100,3 +100,21 @@ def test_bulk_recipients_are_checked_and_may_carry_their_own_context() -> None:
         parse_recipients(["a@example.com", "nope"])
     with pytest.raises(NoRecipients, match="^recipients: "):
         parse_recipients([])
+
+
+def test_bulk_is_checked_once_up_front() -> None:
+    from taskapp.email.bulk import prepare
+    from taskapp.email.errors import EmailInputError, MissingTemplateVariable
+
+    context = {"steps": [], "account_url": "u"}
+    people, shared, options = prepare(
+        ["a@example.com", {"to": "b@example.com", "context": {"name": "B"}}],
+        None,
+        {"template": "welcome", "context": {**context, "name": "all"}},
+    )
+    assert len(people) == 2 and shared["name"] == "all" and options == {"template": "welcome"}
+    # a variable missing for the first recipient fails the bulk, not each email
+    with pytest.raises(MissingTemplateVariable, match="'name' is undefined"):
+        prepare(["a@example.com"], None, {"template": "welcome", "context": context})
+    with pytest.raises(EmailInputError, match=r"^options: .*\['to'\]"):
+        prepare(["a@example.com"], "s", {"body": "b", "to": "x@example.com"})
