@@ -24,9 +24,9 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from config.settings import Settings, load_settings
+from config.settings import Settings
 
-__all__ = ["beat_schedule", "build_beat_schedule"]
+__all__ = ["build_beat_schedule"]
 
 
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -41,5 +41,3 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         },
     }
 
-
-beat_schedule = build_beat_schedule(load_settings())

@@ -11,7 +11,7 @@ import sys
 
 from kombu import Queue
 
-from config.beat import beat_schedule as _beat_schedule
+from config.beat import build_beat_schedule
 from config.settings import SettingError, load_settings
 from taskapp.queues import queue_names, route_task
 
@@ -89,5 +89,5 @@ if settings.database_url.startswith("sqlite"):
     # Worker threads, beat and the CLI share one file: wait for a writer instead of failing.
     database_engine_options = {"connect_args": {"timeout": 30}}
 
-beat_schedule = _beat_schedule
+beat_schedule = build_beat_schedule(settings)
 timezone = "UTC"
