@@ -62,8 +62,8 @@ def test_a_long_range_runs_as_a_chord_and_merges_parts_in_order(
     # when a quarter is requested (three parts of at most 31 days)
     sent = generate_report.delay("orders_by_day", QUARTER, "csv")
     result = sent.get(**WAIT)
-    # then the caller's id carries the merged result
-    assert result["parts"] == 3
+    # then the caller's id carries the merged result (the merge inherited that id)
+    assert result["parts"] == 3 and f"/{sent.id}/" in result["key"]
     lines = s3_body(s3, bucket, result["key"]).decode().splitlines()
     assert lines[0] == "day,region,orders,revenue_cents"
     days = [line.split(",")[0] for line in lines[1:]]

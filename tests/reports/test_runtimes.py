@@ -1,0 +1,50 @@
+"""The runtime recorder: one row per execution in reports_task_runs, unless turned off."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from taskapp import db
+from taskapp.reports import runtimes
+
+
+def _execute(task_id: str) -> None:
+    task = SimpleNamespace(
+        name="tests.fake", request=SimpleNamespace(delivery_info={"routing_key": "default"})
+    )
+    runtimes.on_prerun(task_id=task_id, task=task)
+    runtimes.on_postrun(task_id=task_id, task=task, state="SUCCESS")
+
+
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_each_execution_is_recorded_unless_turned_off(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, enabled: str
+) -> None:
+    # given the application database, with recording on or off
+    monkeypatch.setenv("TASKAPP_DATABASE_URL", database_url)
+    monkeypatch.setenv("TASKAPP_RECORD_TASK_RUNTIMES", enabled)
+    # when a task executes twice (a retry is a second execution)
+    _execute("t-1")
+    _execute("t-1")
+    # then each execution is one row with its name, queue, state and a runtime
+    with db.engine(database_url).connect() as conn:
+        rows = conn.execute(select(runtimes.task_runs)).all()
+    if enabled == "false":
+        assert rows == []
+        return
+    assert [(r.task_id, r.name, r.queue, r.state) for r in rows] == [
+        ("t-1", "tests.fake", "default", "SUCCESS")
+    ] * 2
+    assert all(r.runtime_s >= 0 for r in rows)
+
+
+def test_a_missing_table_never_fails_the_task(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a database without the reports migration
+    monkeypatch.setenv("TASKAPP_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    # when a task finishes, then recording logs instead of raising
+    _execute("t-2")
