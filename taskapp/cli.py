@@ -144,4 +144,5 @@ def dev(var_dir: Path) -> None:
 main.add_command(__import__("taskapp.cleanup.cli", fromlist=["cleanup"]).cleanup)
 main.add_command(__import__("taskapp.email.cli", fromlist=["email"]).email)
 main.add_command(__import__("taskapp.reports.cli", fromlist=["reports"]).reports)
+main.add_command(__import__("taskapp.dlq_cli", fromlist=["dlq"]).dlq)
 # --- end of command groups ---

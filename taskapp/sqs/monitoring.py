@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from kombu.log import get_logger
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
 from kombu.transport.virtual.exchange import DirectExchange, TopicExchange
@@ -178,18 +178,27 @@ class _Ephemera:
         if not mine or self.clients is None:
             return
         sqs, sns = self.clients
-        for name, owned in mine.items():
-            _delete_owned(sqs, lambda: sns, name, owned)
+        try:
+            for name, owned in mine.items():
+                _delete_owned(sqs, lambda: sns, name, owned)
+        except EndpointConnectionError:
+            # The endpoint is gone (a local emulator stopped first): sweep_stale cleans up.
+            logger.info("monitoring queues left for the sweeper: endpoint unreachable")
 
 
 def _delete_owned(sqs: Any, sns: Callable[[], Any], name: str, owned: _Owned) -> None:
+    """Unsubscribe and delete one ephemeral queue; raise only if the endpoint is unreachable."""
     for arn in owned.subscriptions:
         try:
             sns().unsubscribe(SubscriptionArn=arn)
+        except EndpointConnectionError:
+            raise
         except (ClientError, BotoCoreError) as exc:
             logger.warning("could not unsubscribe %s: %s", arn, exc)
     try:
         sqs.delete_queue(QueueUrl=owned.url)
+    except EndpointConnectionError:
+        raise
     except ClientError as exc:
         if not _is_missing(exc):
             logger.warning("could not delete queue %s: %s", name, exc)
@@ -559,12 +568,13 @@ def _orphan_subscriptions(
     return orphans
 
 
-def sweep_stale(settings: Any, grace_seconds: float = 900) -> SweepReport:
+def sweep_stale(settings: Any, grace_seconds: float = 900, dry_run: bool = False) -> SweepReport:
     """Delete ephemeral queues whose lease is older than ``grace_seconds``, and orphaned
     SNS subscriptions; both are left behind by processes that did not exit cleanly.
 
     A live process refreshes its queues' leases every minute while it consumes, so any grace
-    of a few minutes is safe; the default leaves a quarter of an hour.
+    of a few minutes is safe; the default leaves a quarter of an hour. ``dry_run`` reports what
+    would go and deletes nothing.
     """
     import boto3
 
@@ -573,19 +583,21 @@ def sweep_stale(settings: Any, grace_seconds: float = 900) -> SweepReport:
     sqs = session.client("sqs", region_name=settings.region, endpoint_url=endpoint, config=_SHORT)
     sns = session.client("sns", region_name=settings.region, endpoint_url=endpoint, config=_SHORT)
     now = time.time()
-    deleted = []
+    stale = []
     for url in _ephemeral_queue_urls(sqs, settings.queue_prefix):
         lease = _lease(sqs, url)
-        if lease is None or now - lease <= grace_seconds:
-            continue
-        try:
-            sqs.delete_queue(QueueUrl=url)
-        except ClientError as exc:
-            if not _is_missing(exc):
-                raise
-        deleted.append(url.rsplit("/", 1)[-1])
+        if lease is not None and now - lease > grace_seconds:
+            stale.append(url)
     topics = _monitoring_topics(sns, settings.queue_prefix)
-    orphans = _orphan_subscriptions(sns, sqs, topics, settings.queue_prefix, deleted)
-    for arn in orphans:
-        sns.unsubscribe(SubscriptionArn=arn)
-    return SweepReport(tuple(deleted), tuple(orphans))
+    names = [url.rsplit("/", 1)[-1] for url in stale]
+    orphans = _orphan_subscriptions(sns, sqs, topics, settings.queue_prefix, names)
+    if not dry_run:
+        for arn in orphans:
+            sns.unsubscribe(SubscriptionArn=arn)
+        for url in stale:
+            try:
+                sqs.delete_queue(QueueUrl=url)
+            except ClientError as exc:
+                if not _is_missing(exc):
+                    raise
+    return SweepReport(tuple(names), tuple(orphans))
