@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,6 +156,60 @@ def test_prometheus_metrics_are_exposed(stack: Stack, finished: dict[str, Any]) 
     # then task events and the worker's online state are there
     assert f'flower_worker_online{{worker="{NODE}"}} 1.0' in metrics
     assert 'type="task-succeeded"' in metrics and f'worker="{NODE}"' in metrics
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-extensions",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's package) driven by Playwright; skipped if it cannot start."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+            )
+        except Exception as exc:  # any launch failure means "no browser here", not a bug
+            pytest.skip(f"headless Chromium at {CHROMIUM} cannot start: {exc}")
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_browser_shows_worker_tasks_and_queues(
+    stack: Stack, finished: dict[str, Any], browser: Any, tmp_path: Path
+) -> None:
+    # given Flower watching the worker, which has run tasks
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(20_000)
+    base = f"http://127.0.0.1:{stack.port}"
+    # when the Workers, Tasks and Broker pages are opened
+    page.goto(f"{base}/workers")
+    page.get_by_text(NODE).first.wait_for()
+    page.screenshot(path=str(tmp_path / "workers.png"), full_page=True)
+    page.goto(f"{base}/tasks")
+    add_row = page.locator("#tasks-table tr", has_text=finished["add"]["uuid"])
+    add_row.wait_for()
+    add_text = add_row.inner_text()
+    page.screenshot(path=str(tmp_path / "tasks.png"), full_page=True)
+    page.goto(f"{base}/broker")
+    broker_text = page.locator("#queue-table").inner_text()
+    page.screenshot(path=str(tmp_path / "broker.png"), full_page=True)
+    # then the worker, the tasks with state SUCCESS, and the queues with their DLQs are shown
+    assert "tests.add" in add_text and "SUCCESS" in add_text
+    for name in ("default", "default-dlq", "email", WATCH_QUEUE):
+        assert name in broker_text
+    assert (tmp_path / "tasks.png").stat().st_size > 0
 
 
 def test_worker_flower_and_inspect_leave_no_queue_or_subscription(stack: Stack) -> None:
