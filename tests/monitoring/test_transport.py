@@ -181,6 +181,33 @@ def test_an_ephemeral_queue_is_tagged_named_afresh_and_deleted_with_its_subscrip
     channel.close()
 
 
+def test_ephemeral_queues_work_when_work_queues_are_predefined(
+    provisioned: list[Any], sqs: Any, settings: Settings
+) -> None:
+    # given production mode: kombu may not list, create or delete the work queues
+    from kombu.transport.SQS.exceptions import UndefinedQueueException
+
+    from taskapp.sqs.provision import predefined_queues
+
+    options = {"predefined_queues": predefined_queues(settings)}
+    with app.connection_for_write(transport_options=options) as conn:
+        channel = conn.channel()
+        channel.hub = None
+        with pytest.raises(UndefinedQueueException):
+            channel.queue_declare("not-provisioned")
+        # when an event receiver's queue is declared, consumed and deleted
+        queue = EventReceiver(channel, app=app).queue(channel)
+        queue.declare()
+        channel.basic_consume(queue.name, True, lambda m: None, "tag")
+        sqs_name = channel.canonical_queue_name(queue.name)
+        created = sqs_name in _queue_names(sqs, settings)
+        channel.basic_cancel("tag")
+        queue.delete()
+        channel.close()
+    # then this module created and removed it anyway
+    assert created and sqs_name not in _queue_names(sqs, settings)
+
+
 def _queue_names(sqs: Any, settings: Settings) -> set[str]:
     urls = sqs.list_queues(QueueNamePrefix=settings.queue_prefix).get("QueueUrls", [])
     return {u.rsplit("/", 1)[-1] for u in urls}
