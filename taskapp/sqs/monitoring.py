@@ -428,7 +428,7 @@ class Channel(transport.Channel):
 
     # -- publishing -----------------------------------------------------------------------------
     def basic_publish(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
-        if exchange in SNS_TOPIC_EXCHANGES and routing_key.startswith("task."):
+        if exchange in SNS_TOPIC_EXCHANGES and (routing_key or "").startswith("task."):
             if not self._sample_task_events(message):
                 return None
         elif exchange and self._exchange_is_fanout(exchange):
