@@ -47,7 +47,11 @@ broker_transport_options = {
     # Receive counts (redelivery, dead-letter attempts) and our own message attributes
     # (dead-letter reasons, claim-check pointers).
     "fetch_message_attributes": {
-        "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        "MessageSystemAttributeNames": [
+            "ApproximateReceiveCount",
+            "SentTimestamp",
+            "MessageGroupId",
+        ],
         "MessageAttributeNames": [".*"],
     },
 }

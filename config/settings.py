@@ -88,6 +88,16 @@ def _prefix(raw: str) -> str:
     return raw
 
 
+def _families(raw: str) -> tuple[str, ...]:
+    from taskapp.queues import Family
+
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    known = {family.value for family in Family}
+    if not set(names) <= known:
+        raise ValueError("a comma-separated list of " + ", ".join(sorted(known)))
+    return names
+
+
 def _float_in(low: float, high: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = float(raw)
@@ -147,15 +157,28 @@ SETTINGS: dict[str, Spec] = {
         "an integer from 1 to 900",
     ),
     "heartbeat_interval": Spec(
-        "TASKAPP_HEARTBEAT_INTERVAL", _int_in(1, 300), 10,
+        "TASKAPP_HEARTBEAT_INTERVAL",
+        _int_in(1, 300),
+        10,
         "Seconds between visibility renewals of the messages a worker holds; a dead worker's "
-        "messages come back within three intervals.", "an integer from 1 to 300",
+        "messages come back within three intervals.",
+        "an integer from 1 to 300",
     ),
     "claim_check_threshold": Spec(
-        "TASKAPP_CLAIM_CHECK_THRESHOLD", _int_in(1024, 1_048_576), 1_040_384,
+        "TASKAPP_CLAIM_CHECK_THRESHOLD",
+        _int_in(1024, 1_048_576),
+        1_040_384,
         "Message size in bytes above which the body is stored in S3 (`TASKAPP_BUCKET`) and "
         "SQS carries a pointer (SQS allows 1 MiB including attributes).",
         "an integer from 1024 to 1048576",
+    ),
+    "fifo_queues": Spec(
+        "TASKAPP_FIFO_QUEUES",
+        _families,
+        (),
+        "Families whose queues (and lanes and DLQs) are SQS FIFO queues (`email.fifo`): "
+        "ordered per message group, deduplicated. No per-message delay; see README.",
+        "a comma-separated list of cleanup, default, email, images, reports",
     ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES",
@@ -339,6 +362,7 @@ class Settings:
     delay_hop: int
     heartbeat_interval: int
     claim_check_threshold: int
+    fifo_queues: tuple[str, ...]
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None

@@ -94,11 +94,12 @@ app.steps["consumer"].add("taskapp.sqs.heartbeat:VisibilityHeartbeat")
 def _native_delay(
     headers: dict[str, Any], properties: dict[str, Any], routing_key: str = "", **_: Any
 ) -> None:
-    """countdown/eta -> SQS DelaySeconds, so no worker holds a delayed message."""
-    from taskapp.sqs.delay import apply_native_delay
+    """countdown/eta -> SQS DelaySeconds, so no worker holds a delayed message; FIFO dedup ids."""
+    from taskapp.sqs.delay import apply_fifo_defaults, apply_native_delay
 
     hop = app.conf.broker_transport_options.get("delay_hop", 900)
     apply_native_delay(headers, properties, routing_key or "", hop)
+    apply_fifo_defaults(headers, properties, routing_key or "")
 
 
 @signals.worker_init.connect

@@ -8,15 +8,20 @@ queue as ``send_email.delay()``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
     "Family",
     "HIGH",
     "DLQ_SUFFIX",
+    "FIFO_SUFFIX",
+    "dlq_name",
+    "fifo_families",
     "QueueSpec",
     "family_of",
     "lane",
@@ -27,6 +32,7 @@ __all__ = [
 
 HIGH = "high"
 DLQ_SUFFIX = "-dlq"
+FIFO_SUFFIX = ".fifo"
 #: Seconds added to a queue's longest hard time limit, so the worker kills a stuck task
 #: (and dead-letters or retries it) before SQS would hand the message to someone else.
 VISIBILITY_GRACE = 30
@@ -55,11 +61,30 @@ def family_of(task_name: str) -> Family:
         return Family.DEFAULT
 
 
+@lru_cache(maxsize=8)
+def _fifo_families(raw: str) -> frozenset[Family]:
+    return frozenset(Family(name.strip()) for name in raw.split(",") if name.strip())
+
+
+def fifo_families() -> frozenset[Family]:
+    """Families configured FIFO by ``TASKAPP_FIFO_QUEUES`` (validated in config/settings.py)."""
+    return _fifo_families(os.environ.get("TASKAPP_FIFO_QUEUES", ""))
+
+
 def lane(family: Family, priority: object = None) -> str:
-    """The queue a call lands on: ``email`` or, with ``priority="high"``, ``email-high``."""
-    if priority == HIGH and family.has_lane:
-        return f"{family.value}-{HIGH}"
-    return family.value
+    """The queue a call lands on: ``email`` or, with ``priority="high"``, ``email-high``.
+
+    A family configured FIFO has ``.fifo`` queues, as SQS requires: ``email.fifo``.
+    """
+    name = f"{family.value}-{HIGH}" if priority == HIGH and family.has_lane else family.value
+    return name + FIFO_SUFFIX if family in fifo_families() else name
+
+
+def dlq_name(queue: str) -> str:
+    """The dead-letter queue of ``queue``: ``email-dlq``, or ``email-dlq.fifo`` for FIFO."""
+    if queue.endswith(FIFO_SUFFIX):
+        return queue.removesuffix(FIFO_SUFFIX) + DLQ_SUFFIX + FIFO_SUFFIX
+    return queue + DLQ_SUFFIX
 
 
 def queue_names() -> list[str]:
@@ -90,7 +115,11 @@ class QueueSpec:
 
     @property
     def dlq(self) -> str:
-        return self.name + DLQ_SUFFIX
+        return dlq_name(self.name)
+
+    @property
+    def fifo(self) -> bool:
+        return self.name.endswith(FIFO_SUFFIX)
 
 
 def plan_queues(time_limits: Mapping[str, int | None], default_time_limit: int) -> list[QueueSpec]:

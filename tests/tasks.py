@@ -105,3 +105,12 @@ def digest(data: str, fail: bool = False) -> dict[str, Any]:
     if fail:
         raise PermanentError("refusing this payload")
     return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+def effect_tags(prefix: str) -> list[str]:
+    """Tags starting with ``prefix``, in the order their executions were recorded."""
+    with engine().connect() as conn:
+        rows = conn.execute(
+            select(effects.c.tag).where(effects.c.tag.startswith(prefix)).order_by(effects.c.id)
+        )
+        return [row.tag for row in rows]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taskapp.queues import DLQ_SUFFIX
+from taskapp.queues import FIFO_SUFFIX, dlq_name
 
 __all__ = ["DeadLetter", "ATTRIBUTE_PREFIX", "dlq_url_for", "send_dead_letter", "read_reason"]
 
@@ -96,8 +96,9 @@ def read_reason(message_attributes: Mapping[str, Any]) -> DeadLetter | None:
 
 
 def dlq_url_for(queue_url: str) -> str:
-    """The DLQ of a queue, by URL (provisioning names it ``<queue>-dlq``)."""
-    return queue_url + DLQ_SUFFIX
+    """The DLQ of a queue, by URL (provisioning names it ``<queue>-dlq[.fifo]``)."""
+    base, name = queue_url.rsplit("/", 1)
+    return f"{base}/{dlq_name(name)}"
 
 
 def send_dead_letter(
@@ -106,10 +107,12 @@ def send_dead_letter(
     body: str,
     letter: DeadLetter,
     original_attributes: Mapping[str, Any] | None = None,
+    fifo_ids: tuple[str, str] | None = None,
 ) -> str:
     """Send ``body`` to the DLQ of ``queue_url`` with ``letter``'s reason; return the message id.
 
-    The original message's own attributes (for example a claim-check pointer) are kept.
+    The original message's own attributes (for example a claim-check pointer) are kept. A FIFO
+    DLQ needs ``fifo_ids``: the original message group and a deduplication id.
     """
     attributes = {
         key: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
@@ -117,7 +120,11 @@ def send_dead_letter(
         if not key.startswith(ATTRIBUTE_PREFIX)
     }
     attributes.update(letter.attributes())
+    extra = {}
+    if queue_url.endswith(FIFO_SUFFIX):
+        group, dedup = fifo_ids or ("dead-letters", letter.task_id or letter.failed_at)
+        extra = {"MessageGroupId": group, "MessageDeduplicationId": dedup}
     resp = sqs.send_message(
-        QueueUrl=dlq_url_for(queue_url), MessageBody=body, MessageAttributes=attributes
+        QueueUrl=dlq_url_for(queue_url), MessageBody=body, MessageAttributes=attributes, **extra
     )
     return str(resp["MessageId"])

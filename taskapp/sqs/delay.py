@@ -18,7 +18,13 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["MAX_DELAY_SECONDS", "remaining_seconds", "delay_for", "apply_native_delay"]
+__all__ = [
+    "MAX_DELAY_SECONDS",
+    "remaining_seconds",
+    "delay_for",
+    "apply_native_delay",
+    "apply_fifo_defaults",
+]
 
 #: SQS accepts at most 900 seconds of per-message delay.
 MAX_DELAY_SECONDS = 900
@@ -50,3 +56,15 @@ def apply_native_delay(
     remaining = remaining_seconds(headers.get("eta"))
     if remaining > 0:
         properties["DelaySeconds"] = delay_for(remaining, hop)
+
+
+def apply_fifo_defaults(headers: dict[str, Any], properties: dict[str, Any], queue: str) -> None:
+    """On a FIFO queue, deduplicate by the idempotency key (task id by default) per attempt.
+
+    The attempt number is part of the id: a retry re-publishes the same task id, and SQS would
+    otherwise drop it as a duplicate within its five-minute window.
+    """
+    if not queue.endswith(".fifo") or properties.get("MessageDeduplicationId"):
+        return
+    key = headers.get("idempotency_key") or headers.get("id")
+    properties["MessageDeduplicationId"] = f"{key}:{headers.get('retries') or 0}"

@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config.settings import SettingError, Settings
-from taskapp.queues import QueueSpec
+from taskapp.queues import FIFO_SUFFIX, QueueSpec
 
 __all__ = [
     "Change",
@@ -84,7 +84,10 @@ def _same(name: str, current: str | None, wanted: str) -> bool:
 
 
 def _ensure(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[Change, str]:
-    """Create ``name`` with ``attributes`` or update what differs; return the change and URL."""
+    """Create ``name`` with ``attributes`` or update what differs; return the change and URL.
+
+    A ``.fifo`` name is created as a FIFO queue (a creation-only attribute SQS never changes).
+    """
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
@@ -93,7 +96,8 @@ def _ensure(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[Change, st
             "QueueDoesNotExist",
         ):
             raise
-        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        create = {**attributes, "FifoQueue": "true"} if name.endswith(FIFO_SUFFIX) else attributes
+        url = sqs.create_queue(QueueName=name, Attributes=create)["QueueUrl"]
         return Change(name, "created", tuple(sorted(attributes))), url
     current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     stale = {k: v for k, v in attributes.items() if not _same(k, current.get(k), v)}
@@ -174,12 +178,12 @@ def queue_status(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> li
 def predefined_queues(settings: Settings) -> dict[str, dict[str, str]]:
     """kombu ``predefined_queues`` for every provisioned queue and DLQ (GetQueueUrl only)."""
     from taskapp.aws import client
-    from taskapp.queues import DLQ_SUFFIX, queue_names
+    from taskapp.queues import dlq_name, queue_names
 
     sqs = client("sqs", settings)
     result = {}
     for name in queue_names():
-        for sqs_name in (settings.queue_prefix + name, settings.queue_prefix + name + DLQ_SUFFIX):
+        for sqs_name in (settings.queue_prefix + name, settings.queue_prefix + dlq_name(name)):
             url = sqs.get_queue_url(QueueName=sqs_name)["QueueUrl"]
             result[sqs_name] = {"url": url}
     return result

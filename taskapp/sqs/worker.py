@@ -74,8 +74,15 @@ def dead_letter_message(message: Any, letter: DeadLetter) -> bool:
         sqs = message.channel.sqs(
             queue=message.channel.canonical_queue_name(info.get("routing_key", ""))
         )
+        system = sqs_message.get("Attributes") or {}
+        fifo_ids = (system.get("MessageGroupId", "default"), sqs_message["MessageId"])
         send_dead_letter(
-            sqs, queue_url, sqs_message["Body"], letter, sqs_message.get("MessageAttributes")
+            sqs,
+            queue_url,
+            sqs_message["Body"],
+            letter,
+            sqs_message.get("MessageAttributes"),
+            fifo_ids,
         )
     except (ClientError, BotoCoreError, OSError) as exc:
         logger.error("could not dead-letter message from %s: %r", queue_url, exc)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import pytest
 from config.settings import Settings
 from taskapp.sqs.provision import app_specs, provision
 from tests.conftest import prefixed_app
+from tests.integration.processes import worker_process
 from tests.tasks import effect_times
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,44 +36,6 @@ def crash_env(
     provision(sqs, replace(settings, queue_prefix=prefix), app_specs(app))
     env = {**os.environ, "TASKAPP_QUEUE_PREFIX": prefix, "TASKAPP_HEARTBEAT_INTERVAL": "1"}
     return prefixed_app(app, prefix), env
-
-
-@contextmanager
-def worker_process(env: dict[str, str], name: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A prefork worker with one child, consuming the default queue; stopped by PID at exit."""
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "taskapp",
-        "worker",
-        "--include=tests.tasks",
-        "-P",
-        "prefork",
-        "-c",
-        "1",
-        "-Q",
-        "default",
-        "-n",
-        f"{name}@%h",
-        "--loglevel=INFO",
-    ]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while b" ready." not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "worker did not become ready"
-            time.sleep(0.2)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 def _wait_for_start(tag: str, timeout: float = 20) -> None:
