@@ -29,6 +29,7 @@ from kombu.log import get_logger
 from kombu.transport import SQS
 from kombu.utils.encoding import bytes_to_str
 
+from taskapp.sqs.batching import AckBatchMixin
 from taskapp.sqs.claimcheck import offloader, pointer_of
 from taskapp.sqs.delay import DUE_SLACK, MAX_DELAY_SECONDS, delay_for, remaining_seconds
 
@@ -54,7 +55,7 @@ def redelivery_delay(receives: int) -> int:
     return min(2 ** max(receives - 1, 0), MAX_REDELIVERY_DELAY)
 
 
-class Channel(SQS.Channel):
+class Channel(AckBatchMixin, SQS.Channel):
     """SQS channel that flags redeliveries, hops long delays and backs off rejected messages."""
 
     def _new_boto_client(self, service, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -1,0 +1,223 @@
+"""Ack coalescing: acknowledgements become DeleteMessageBatch calls, not one DeleteMessage each.
+
+SQS bills per request and deletes up to 10 messages per call. kombu deletes every acknowledged
+message with its own DeleteMessage; :class:`AckBatchMixin` queues the receipt handle instead and
+a flusher thread sends the queued handles with DeleteMessageBatch (10 per call, grouped by
+queue) as soon as 10 are waiting or ``ack_flush_interval`` seconds (transport option, default
+0.1) after the oldest was queued, and once more when the channel closes or the process exits.
+
+Ack semantics are unchanged: ``basic_ack`` is still called only after the task finished (acks
+late), so no message is deleted earlier than before, only up to one interval later. The
+delivery is released (its prefetch slot freed) at once, exactly as kombu does after its
+DeleteMessage. An entry SQS refuses, or a call that fails, is logged and retried once with the
+next flush; if that fails too SQS redelivers the message after its visibility timeout
+(at-least-once; idempotency keys absorb the duplicate).
+
+A claim-checked message (body in S3) is still deleted synchronously: ``taskapp.sqs.transport``
+deletes its S3 object right after ``basic_ack`` returns, and the object must outlive the
+message, or a failed delete would leave a redelivered pointer to nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from kombu.log import get_logger
+from kombu.transport import SQS
+
+from taskapp.sqs.claimcheck import pointer_of
+
+__all__ = ["AckBatchMixin", "AckBatcher", "BATCH", "DEFAULT_ACK_FLUSH_INTERVAL"]
+
+logger = get_logger(__name__)
+
+#: SQS deletes at most 10 messages per DeleteMessageBatch.
+BATCH = 10
+#: Longest wait, in seconds, between an ack and its DeleteMessageBatch.
+DEFAULT_ACK_FLUSH_INTERVAL = 0.1
+#: Seconds a closing channel waits for the flusher's in-flight call.
+CLOSE_TIMEOUT = 10.0
+
+
+@dataclass
+class _Ack:
+    """One acknowledged message waiting for its DeleteMessageBatch."""
+
+    queue: str | None  # SQS queue name (selects the client of a predefined queue)
+    url: str
+    handle: str
+    queued_at: float
+    attempts: int = 0
+
+
+class AckBatcher:
+    """Receipt handles waiting for deletion, and the thread that deletes them in batches."""
+
+    def __init__(self, client: Callable[[str | None], Any], interval: float) -> None:
+        self._client = client
+        self.interval = interval
+        self._cond = threading.Condition()
+        self._pending: list[_Ack] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        _LIVE.add(self)
+
+    def add(self, queue: str | None, url: str, handle: str) -> None:
+        """Queue one acknowledged message for deletion."""
+        with self._cond:
+            self._pending.append(_Ack(queue, url, handle, time.monotonic()))
+            if self._closed:
+                pass  # a late ack on a closing channel: flushed by close()
+            elif self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="taskapp-ack-flusher", daemon=True
+                )
+                self._thread.start()
+            elif len(self._pending) in (1, BATCH):
+                self._cond.notify()  # wakes the idle flusher, or flushes a full batch now
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                deadline = self._pending[0].queued_at + self.interval
+                while len(self._pending) < BATCH and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batch, self._pending = self._pending, []
+            self._delete(batch)
+
+    def flush(self) -> None:
+        """Delete everything queued now, in the calling thread."""
+        with self._cond:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._delete(batch)
+
+    def close(self) -> None:
+        """Flush what is queued (retries included) and stop the flusher thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(CLOSE_TIMEOUT)
+        for _ in range(2):  # the first pass may queue retries
+            self.flush()
+
+    def _delete(self, acks: list[_Ack]) -> None:
+        by_url: dict[str, list[_Ack]] = defaultdict(list)
+        for ack in acks:
+            by_url[ack.url].append(ack)
+        retry: list[_Ack] = []
+        for url, queued in by_url.items():
+            client = self._client(queued[0].queue)
+            for start in range(0, len(queued), BATCH):
+                retry += self._delete_batch(client, url, queued[start : start + BATCH])
+        if retry:
+            with self._cond:
+                self._pending[:0] = retry
+                if self._thread is not None and not self._closed:
+                    self._cond.notify()
+
+    def _delete_batch(self, client: Any, url: str, acks: list[_Ack]) -> list[_Ack]:
+        """Delete ``acks`` from ``url`` in one call; return the ones to try again."""
+        entries = [{"Id": str(i), "ReceiptHandle": a.handle} for i, a in enumerate(acks)]
+        try:
+            resp = client.delete_message_batch(QueueUrl=url, Entries=entries)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            error = {"Code": type(exc).__name__, "Message": str(exc)}
+            failed = {str(i): error for i in range(len(acks))}
+        else:
+            failed = {f["Id"]: f for f in resp.get("Failed", [])}
+        retry = []
+        for key, failure in failed.items():
+            ack = acks[int(key)]
+            ack.attempts += 1
+            again = ack.attempts < 2
+            logger.warning(
+                "could not delete an acknowledged message from %s (%s: %s); %s",
+                url,
+                failure.get("Code"),
+                failure.get("Message"),
+                "retrying" if again else "SQS redelivers it after its visibility timeout",
+            )
+            if again:
+                retry.append(ack)
+        return retry
+
+
+_LIVE: weakref.WeakSet[AckBatcher] = weakref.WeakSet()
+_CREATE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _flush_all() -> None:
+    # A process that exits without closing its channels still deletes what it acknowledged.
+    for batcher in list(_LIVE):
+        try:
+            batcher.close()
+        except (ClientError, BotoCoreError, OSError, RuntimeError) as exc:
+            logger.warning("ack flush at exit failed: %r", exc)
+
+
+class AckBatchMixin:
+    """kombu SQS ``Channel`` mixin that coalesces acknowledgements into DeleteMessageBatch.
+
+    Put it before ``kombu.transport.SQS.Channel`` in the bases. Transport option
+    ``ack_flush_interval`` (seconds, default 0.1; 0 turns batching off).
+    """
+
+    _ack_batcher: AckBatcher | None = None
+
+    @property
+    def ack_flush_interval(self) -> float:
+        options = self.transport_options  # type: ignore[attr-defined]
+        return float(options.get("ack_flush_interval", DEFAULT_ACK_FLUSH_INTERVAL))
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        try:
+            info = self.qos.get(delivery_tag).delivery_info  # type: ignore[attr-defined]
+            sqs_message, url = info["sqs_message"], info["sqs_queue"]
+        except KeyError:
+            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc]
+        if pointer_of(sqs_message) is not None or self.ack_flush_interval <= 0:
+            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc]
+        queue = None
+        if "routing_key" in info:
+            queue = self.canonical_queue_name(info["routing_key"])  # type: ignore[attr-defined]
+        self._batcher().add(queue, url, sqs_message["ReceiptHandle"])
+        # Release the delivery as kombu does once its DeleteMessage returned: skip SQS.Channel's
+        # basic_ack (the synchronous delete) and run the virtual channel's.
+        super(SQS.Channel, self).basic_ack(delivery_tag, multiple)  # type: ignore[misc]
+
+    def _batcher(self) -> AckBatcher:
+        with _CREATE_LOCK:  # pool threads may ack concurrently
+            if self._ack_batcher is None:
+                self._ack_batcher = AckBatcher(self._ack_client, self.ack_flush_interval)
+            return self._ack_batcher
+
+    def _ack_client(self, queue: str | None) -> Any:
+        return self.sqs(queue=queue)  # type: ignore[attr-defined]
+
+    def flush_acks(self) -> None:
+        """Delete every acknowledged message now."""
+        if self._ack_batcher is not None:
+            self._ack_batcher.flush()
+
+    def close(self) -> None:
+        if self._ack_batcher is not None:
+            self._ack_batcher.close()
+        super().close()  # type: ignore[misc]
