@@ -21,6 +21,8 @@ __all__ = [
     "DLQ_SUFFIX",
     "FIFO_SUFFIX",
     "dlq_name",
+    "is_dlq",
+    "source_of",
     "fifo_families",
     "QueueSpec",
     "family_of",
@@ -80,11 +82,28 @@ def lane(family: Family, priority: object = None) -> str:
     return name + FIFO_SUFFIX if family in fifo_families() else name
 
 
+def is_dlq(queue: str) -> bool:
+    """Whether ``queue`` names a dead-letter queue (``email-dlq``, ``email-dlq.fifo``)."""
+    return queue.removesuffix(FIFO_SUFFIX).endswith(DLQ_SUFFIX)
+
+
 def dlq_name(queue: str) -> str:
-    """The dead-letter queue of ``queue``: ``email-dlq``, or ``email-dlq.fifo`` for FIFO."""
+    """The dead-letter queue of ``queue``: ``email-dlq``, or ``email-dlq.fifo`` for FIFO.
+
+    A DLQ name is returned as it is.
+    """
+    if is_dlq(queue):
+        return queue
     if queue.endswith(FIFO_SUFFIX):
         return queue.removesuffix(FIFO_SUFFIX) + DLQ_SUFFIX + FIFO_SUFFIX
     return queue + DLQ_SUFFIX
+
+
+def source_of(dlq: str) -> str:
+    """The work queue a dead-letter queue belongs to: ``email-dlq.fifo`` -> ``email.fifo``."""
+    fifo = dlq.endswith(FIFO_SUFFIX)
+    base = dlq.removesuffix(FIFO_SUFFIX).removesuffix(DLQ_SUFFIX)
+    return base + FIFO_SUFFIX if fifo else base
 
 
 def queue_names() -> list[str]:

@@ -30,7 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from config.settings import Settings
-from taskapp.queues import DLQ_SUFFIX
+from taskapp.queues import dlq_name, is_dlq, source_of
 from taskapp.sqs.deadletter import ATTRIBUTE_PREFIX, read_reason
 
 __all__ = [
@@ -58,11 +58,6 @@ _NO_MOVE_TASK = {"UnsupportedOperation", "InvalidAction", "NotImplemented", "500
 _PROBE = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10)
 
 
-def dlq_name(queue: str) -> str:
-    """The DLQ of ``queue`` (``email`` or ``email-dlq`` -> ``email-dlq``), without prefix."""
-    return queue if queue.endswith(DLQ_SUFFIX) else queue + DLQ_SUFFIX
-
-
 def _url(sqs: Any, settings: Settings, name: str) -> str:
     return str(sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"])
 
@@ -84,11 +79,11 @@ def list_dlqs(sqs: Any, settings: Settings) -> list[DlqDepth]:
     rows = []
     for url in sorted(resp.get("QueueUrls", [])):
         name = url.rsplit("/", 1)[-1].removeprefix(settings.queue_prefix)
-        if not name.endswith(DLQ_SUFFIX):
+        if not is_dlq(name):
             continue
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(_DEPTH.values()))
         counts = {k: int(attrs["Attributes"].get(a, 0)) for k, a in _DEPTH.items()}
-        rows.append(DlqDepth(name, name.removesuffix(DLQ_SUFFIX), **counts))
+        rows.append(DlqDepth(name, source_of(name), **counts))
     return rows
 
 
@@ -319,7 +314,7 @@ def redrive(
     """Move ``queue``'s dead letters back to ``queue`` (only task ``task``, at most ``limit``)."""
     dlq = dlq_name(queue)
     dlq_url = _url(sqs, settings, dlq)
-    source_url = _url(sqs, settings, dlq.removesuffix(DLQ_SUFFIX))
+    source_url = _url(sqs, settings, source_of(dlq))
     if task is None and limit is None:
         try:
             return RedriveResult(_move_task(sqs, dlq_url, source_url, on_progress), 0, "sqs")

@@ -33,11 +33,11 @@ _DEPTH = {
 
 def queue_depths(sqs: Any, prefix: str, names: list[str]) -> list[dict[str, Any]]:
     """One row per queue in ``names`` and per DLQ of each, in that order (missing ones skipped)."""
-    from taskapp.queues import DLQ_SUFFIX
+    from taskapp.queues import dlq_name
 
     rows = []
     for name in names:
-        for queue, dlq_of in ((name, None), (name + DLQ_SUFFIX, name)):
+        for queue, dlq_of in ((name, None), (dlq_name(name), name)):
             try:
                 url = sqs.get_queue_url(QueueName=prefix + queue)["QueueUrl"]
                 attrs = sqs.get_queue_attributes(
@@ -70,10 +70,10 @@ class SQSBroker:
 
     async def queues(self, names: list[str]) -> list[dict[str, Any]]:
         from taskapp.aws import client
-        from taskapp.queues import DLQ_SUFFIX, queue_names
+        from taskapp.queues import is_dlq, queue_names
 
         known = list(dict.fromkeys([*queue_names(), *sorted(names)]))
-        wanted = [n for n in known if not n.endswith(DLQ_SUFFIX)]
+        wanted = [n for n in known if not is_dlq(n)]
         loop = asyncio.get_running_loop()
         try:
             # boto3 blocks; Flower's IO loop must not.
