@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from celery import Celery, Task, signals
+from celery.exceptions import Ignore
 
 __all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
 
@@ -25,12 +26,20 @@ FAMILY_PACKAGES = [
 LEASE_GRACE = 5
 
 
-class TaskappTask(Task):
-    """Base of every task: dead letters with reasons, and exactly-once effect per key.
+#: ``apply_async`` options that travel as message headers (producers that only know a task's
+#: name pass them as ``headers={...}``).
+HEADER_OPTIONS = ("idempotency_key", "entity", "entity_version")
 
-    Call options: ``apply_async(..., idempotency_key="order-42:receipt")`` sets the key two
-    deliveries must share to count as one (default: the task id). Producers that only know the
-    name pass it as ``headers={"idempotency_key": ...}``.
+
+class TaskappTask(Task):
+    """Base of every task: dead letters with reasons, exactly-once effect, ordering guard.
+
+    Call options:
+
+    - ``idempotency_key="order-42:receipt"``: the key two deliveries must share to count as one
+      (default: the task id).
+    - ``entity="customer:42", entity_version=17``: skip this update (state ``STALE``) if a newer
+      version of the entity was already applied (taskapp/ordering.py).
     """
 
     Request = "taskapp.sqs.worker:Request"
@@ -48,12 +57,25 @@ class TaskappTask(Task):
         shadow: Any = None,
         **options: Any,
     ) -> Any:
-        key = options.pop("idempotency_key", None)
-        if key is not None:
-            options["headers"] = {**(options.get("headers") or {}), "idempotency_key": str(key)}
+        headers = {name: options.pop(name) for name in HEADER_OPTIONS if name in options}
+        if headers:
+            options["headers"] = {**(options.get("headers") or {}), **headers}
         return super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
         )
+
+    def _is_stale(self, eng: Any) -> bool:
+        """Whether this call carries an entity version older than the one already applied."""
+        entity = getattr(self.request, "entity", None)
+        if entity is None:
+            return False
+        from taskapp.ordering import advance
+
+        version = int(self.request.entity_version)
+        if advance(eng, str(entity), version, self.request.id):
+            return False
+        logger.warning("skipping stale %s for %s version %s", self.name, entity, version)
+        return True
 
     def idempotency_key(self, kwargs: dict[str, Any]) -> str:
         """``<task name>:<key>``: the caller's key if given, else the task id."""
@@ -75,6 +97,15 @@ class TaskappTask(Task):
         if not claim.acquired:
             # Another delivery holds a live lease: look again when it runs out.
             raise self.retry(countdown=max(1, math.ceil(claim.wait_seconds)), max_retries=None)
+        if self._is_stale(eng):
+            stale = {
+                "stale": True,
+                "entity": self.request.entity,
+                "version": self.request.entity_version,
+            }
+            idempotency.complete(eng, key, stale)
+            self.update_state(state="STALE", meta=stale)
+            raise Ignore()
         try:
             result = super().__call__(*args, **kwargs)
         except BaseException:

@@ -41,10 +41,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-@lru_cache(maxsize=8)
 def engine(url: str | None = None) -> Engine:
-    """The engine for ``url`` (default: ``TASKAPP_DATABASE_URL``), created once per process."""
-    url = url or load_settings().database_url
+    """The engine for ``url`` (default: ``TASKAPP_DATABASE_URL`` now), created once per process."""
+    return _engine(url or load_settings().database_url)
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     eng = create_engine(url, pool_pre_ping=True)

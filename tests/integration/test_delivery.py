@@ -277,3 +277,20 @@ def _body(message: dict[str, Any]) -> str:
         return base64.b64decode(message["Body"]).decode()
     except (ValueError, UnicodeDecodeError):
         return message["Body"]
+
+
+def test_older_entity_version_is_skipped_as_stale_not_applied(worker: Any) -> None:
+    tag = _tag()
+    entity = f"customer:{tag}"
+    # given version 2 of an entity applied
+    newer = record.apply_async((f"{tag}:v2",), entity=entity, entity_version=2)
+    assert newer.get(timeout=20, interval=0.1) == 1
+    # when a retried, older update (version 1) arrives afterwards
+    older = record.apply_async((f"{tag}:v1",), entity=entity, entity_version=1)
+    # then it is recorded as stale and its effect never happens
+    deadline = time.monotonic() + 20
+    while older.state != "STALE" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert older.state == "STALE"
+    assert older.info == {"stale": True, "entity": entity, "version": 1}
+    assert effect_times(f"{tag}:v1") == [] and len(effect_times(f"{tag}:v2")) == 1

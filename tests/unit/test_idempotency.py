@@ -46,3 +46,15 @@ def test_expire_removes_only_old_finished_keys(database_url: str) -> None:
     time.sleep(0.2)
     assert idempotency.expire(eng, older_than_seconds=0.1) == 1
     assert idempotency.claim(eng, "running", "t", 60).wait_seconds > 0
+
+
+def test_entity_versions_only_move_forward(database_url: str) -> None:
+    from taskapp.ordering import advance
+
+    eng = engine(database_url)
+    assert advance(eng, "customer:1", 5, "t5")  # first version seen
+    assert advance(eng, "customer:1", 7, "t7")  # newer
+    assert not advance(eng, "customer:1", 6, "t6")  # a late, older update is stale
+    assert advance(eng, "customer:1", 7, "t7")  # the same task again (a retry) may run
+    assert not advance(eng, "customer:1", 7, "other")  # another task at that version may not
+    assert advance(eng, "customer:2", 1, "t1")  # entities are independent
