@@ -40,4 +40,3 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": 3600},
         },
     }
-

@@ -61,6 +61,9 @@ if settings.predefined_queues:
     from taskapp.sqs.provision import predefined_queues
 
     broker_transport_options["predefined_queues"] = predefined_queues(settings)
+if settings.sts_role_arn:
+    # https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.SQS.html
+    broker_transport_options["sts_role_arn"] = settings.sts_role_arn
 
 # JSON only: pickle would let anyone who can write to a queue run code in the worker.
 task_serializer = "json"

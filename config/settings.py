@@ -180,6 +180,20 @@ SETTINGS: dict[str, Spec] = {
         "ordered per message group, deduplicated. No per-message delay; see README.",
         "a comma-separated list of cleanup, default, email, images, reports",
     ),
+    "sqs_kms_key": Spec(
+        "TASKAPP_SQS_KMS_KEY",
+        str,
+        None,
+        "KMS key id, ARN or alias (`alias/aws/sqs`) that provisioning sets as every queue's "
+        "`KmsMasterKeyId` (server-side encryption). Unset: SQS-managed encryption.",
+    ),
+    "sts_role_arn": Spec(
+        "TASKAPP_STS_ROLE_ARN",
+        str,
+        None,
+        "IAM role the worker assumes for SQS (kombu `sts_role_arn`); needs "
+        "`TASKAPP_PREDEFINED_QUEUES=true`.",
+    ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES",
         _bool,
@@ -363,6 +377,8 @@ class Settings:
     heartbeat_interval: int
     claim_check_threshold: int
     fifo_queues: tuple[str, ...]
+    sqs_kms_key: str | None
+    sts_role_arn: str | None
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None
@@ -395,6 +411,12 @@ class Settings:
         values = {name: spec.read(environ) for name, spec in SETTINGS.items()}
         if values["aws_region"] is None:
             values["aws_region"] = environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        if values["sts_role_arn"] and not values["predefined_queues"]:
+            raise SettingError(
+                "TASKAPP_PREDEFINED_QUEUES",
+                environ.get("TASKAPP_PREDEFINED_QUEUES", ""),
+                "true (kombu assumes TASKAPP_STS_ROLE_ARN only for predefined queues)",
+            )
         return cls(**values)
 
     @property

@@ -64,11 +64,17 @@ def effective_specs(specs: Iterable[QueueSpec], settings: Settings) -> list[Queu
 def _desired(spec: QueueSpec, settings: Settings, dlq_arn: str) -> dict[str, str]:
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receives}
     return {
+        **_encryption(settings),
         "VisibilityTimeout": str(spec.visibility_timeout),
         "ReceiveMessageWaitTimeSeconds": str(settings.wait_time_seconds),
         "MessageRetentionPeriod": str(QUEUE_RETENTION),
         "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
     }
+
+
+def _encryption(settings: Settings) -> dict[str, str]:
+    """Server-side encryption with the configured KMS key, if any."""
+    return {"KmsMasterKeyId": settings.sqs_kms_key} if settings.sqs_kms_key else {}
 
 
 def _same(name: str, current: str | None, wanted: str) -> bool:
@@ -117,7 +123,7 @@ def provision(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[
     changes = []
     prefix = settings.queue_prefix
     for spec in effective_specs(specs, settings):
-        dlq_attrs = {"MessageRetentionPeriod": str(DLQ_RETENTION)}
+        dlq_attrs = {"MessageRetentionPeriod": str(DLQ_RETENTION), **_encryption(settings)}
         dlq_change, dlq_url = _ensure(sqs, prefix + spec.dlq, dlq_attrs)
         change, _ = _ensure(sqs, prefix + spec.name, _desired(spec, settings, _arn(sqs, dlq_url)))
         changes += [dlq_change, change]

@@ -12,7 +12,7 @@ import pytest
 from config.settings import Settings
 from taskapp.queues import queue_names
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import drain, prefixed_app, queue_url
+from tests.conftest import drain, queue_url
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +137,35 @@ def _decode(body: str) -> str:
     import base64
 
     return base64.b64decode(body).decode()
+
+
+def test_kms_key_setting_encrypts_every_queue_and_dlq(
+    app: Any, sqs: Any, settings: Settings
+) -> None:
+    # given an environment of its own with a KMS key configured
+    kms = replace(
+        settings, queue_prefix=settings.queue_prefix + "kms-", sqs_kms_key="alias/aws/sqs"
+    )
+    # when it is provisioned
+    changes = provision(sqs, kms, app_specs(app))
+    # then every queue and DLQ carries the key
+    for change in changes:
+        url = sqs.get_queue_url(QueueName=change.queue)["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])
+        assert attrs["Attributes"]["KmsMasterKeyId"] == "alias/aws/sqs"
+
+
+def test_predefined_queues_resolve_every_provisioned_url(
+    provisioned: Any, sqs: Any, settings: Settings
+) -> None:
+    from taskapp.queues import dlq_name
+    from taskapp.sqs.provision import predefined_queues
+
+    # when the worker's predefined queues are resolved (GetQueueUrl only)
+    before = sqs.list_queues(QueueNamePrefix=settings.queue_prefix)["QueueUrls"]
+    resolved = predefined_queues(settings)
+    # then every work queue and DLQ maps to its provisioned URL, and nothing was created
+    for name in queue_names():
+        for sqs_name in (settings.queue_prefix + name, settings.queue_prefix + dlq_name(name)):
+            assert resolved[sqs_name]["url"] == sqs.get_queue_url(QueueName=sqs_name)["QueueUrl"]
+    assert sqs.list_queues(QueueNamePrefix=settings.queue_prefix)["QueueUrls"] == before

@@ -91,3 +91,10 @@ def test_worker_refuses_to_start_on_a_bad_setting() -> None:
     done = _run(argv, TASKAPP_MAX_RECEIVES="abc")
     assert done.returncode == 2
     assert "TASKAPP_MAX_RECEIVES='abc' is invalid: allowed values are an integer" in done.stderr
+
+
+def test_sts_role_needs_predefined_queues() -> None:
+    with pytest.raises(SettingError, match="TASKAPP_PREDEFINED_QUEUES"):
+        Settings.from_env({"TASKAPP_STS_ROLE_ARN": "arn:aws:iam::1:role/w"})
+    ok = {"TASKAPP_STS_ROLE_ARN": "arn:aws:iam::1:role/w", "TASKAPP_PREDEFINED_QUEUES": "true"}
+    assert Settings.from_env(ok).sts_role_arn == "arn:aws:iam::1:role/w"
