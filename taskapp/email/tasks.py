@@ -32,6 +32,9 @@ SEND_LEASE = SEND_TIME_LIMIT + 15
     max_retries=10,
     soft_time_limit=30,
     time_limit=SEND_TIME_LIMIT,
+    # The email service keeps its own ledger (service.send): the key also fixes the
+    # Message-ID, and the CLI calls the service without Celery. One ledger is enough.
+    idempotent=False,
 )
 def send_email(
     self: Any,

@@ -12,7 +12,7 @@ import pytest
 from config.settings import Settings
 from taskapp.queues import queue_names
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import drain, queue_url
+from tests.conftest import drain, prefixed_app, queue_url
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +37,8 @@ def test_ping_round_trip_through_sqs(worker: Any, app: Any) -> None:
 @pytest.fixture(scope="module")
 def probe(app: Any, sqs: Any, settings: Settings) -> Any:
     """A producer with the app's routing but its own queue prefix, which no worker consumes."""
-    from celery import Celery
-
     prefix = settings.queue_prefix + "probe-"
-    probe_app = Celery("probe", set_as_current=False)
-    probe_app.conf.update(
-        {
-            key: app.conf[key]
-            for key in (
-                "broker_url",
-                "broker_transport",
-                "task_routes",
-                "task_queues",
-                "task_default_queue",
-                "task_serializer",
-            )
-        }
-    )
-    probe_app.conf.broker_transport_options = {
-        **app.conf.broker_transport_options,
-        "queue_name_prefix": prefix,
-    }
+    probe_app = prefixed_app(app, prefix)
     probe_settings = replace(settings, queue_prefix=prefix)
     provision(sqs, probe_settings, app_specs(app))
     return probe_app, probe_settings
