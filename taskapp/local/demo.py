@@ -87,7 +87,8 @@ def run_demo(var_dir: Path, console: Console | None = None) -> int:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
         stack.stop()
-    table = Table("family", "what", "result", title="taskapp demo")
+    table = Table("family", "what", title="taskapp demo")
+    table.add_column("result", overflow="fold")  # keys and paths in full, wrapped if need be
     for row in results:
         table.add_row(*row)
     console.print(table)
