@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from celery import signals
+from kombu import Exchange, Producer, Queue
 
 from config.settings import Settings
 from taskapp.sqs.batching import AckBatcher
@@ -136,26 +137,30 @@ def _depth(sqs: Any, url: str) -> tuple[int, int]:
 def test_closing_the_channel_flushes_pending_acks(
     app: Any, provisioned: list[Any], sqs: Any, settings: Settings
 ) -> None:
-    # given a consumer whose flush interval is far away
+    # given a channel whose flush interval is far away, and three messages on a scratch queue
+    # (basic_get only: a consumer would poll on the in-process worker's event loop)
     name = f"ackclose-{uuid.uuid4().hex[:8]}"
-    options = {"ack_flush_interval": 60}
-    with app.connection_for_write(transport_options=options) as conn:
-        queue = conn.SimpleQueue(name)
+    with app.connection_for_write(transport_options={"ack_flush_interval": 60}) as conn:
+        channel = conn.default_channel
+        queue = Queue(name, Exchange(name), routing_key=name)(channel)
+        queue.declare()
+        producer = Producer(channel, exchange=queue.exchange, routing_key=name)
         for i in range(3):
-            queue.put({"n": i})
+            producer.publish({"n": i})
         url = queue_url(sqs, settings, name)
-        calls_cm = _hooked(conn.default_channel.sqs())
-        calls = next(calls_cm)
-        # when three messages are received and acknowledged
+        hooked = _hooked(channel.sqs())
+        calls = next(hooked)
+        # when they are received and acknowledged
         for _ in range(3):
-            queue.get(timeout=10).ack()
+            message = _wait_for(lambda: queue.get(no_ack=False), timeout=10)
+            message.ack()
         # then nothing is deleted yet: they are only in flight
         assert calls.seen == []
         assert _depth(sqs, url) == (0, 3)
         # when the channel closes
-        queue.close()
-        conn.default_channel.close()
-    # then all three were deleted in one DeleteMessageBatch
+        channel.close()
+    next(hooked, None)
+    # then all three were deleted, in one DeleteMessageBatch
     assert [(action, len(h)) for _, action, h in calls.seen] == [("DeleteMessageBatch", 3)]
     assert _depth(sqs, url) == (0, 0)
     sqs.delete_queue(QueueUrl=url)
