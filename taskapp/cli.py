@@ -145,4 +145,5 @@ main.add_command(__import__("taskapp.cleanup.cli", fromlist=["cleanup"]).cleanup
 main.add_command(__import__("taskapp.email.cli", fromlist=["email"]).email)
 main.add_command(__import__("taskapp.reports.cli", fromlist=["reports"]).reports)
 main.add_command(__import__("taskapp.dlq_cli", fromlist=["dlq"]).dlq)
+main.add_command(__import__("taskapp.aws_cli", fromlist=["aws"]).aws)
 # --- end of command groups ---
