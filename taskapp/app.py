@@ -95,8 +95,8 @@ class TaskappTask(Task):
             logger.info("duplicate delivery of %s, returning the stored result", key)
             return claim.result
         if not claim.acquired:
-            # Another delivery holds a live lease: look again when it runs out.
-            raise self.retry(countdown=max(1, math.ceil(claim.wait_seconds)), max_retries=None)
+            self._come_back_later(args, kwargs, claim.wait_seconds)
+        self.request.taskapp_claim = key
         if self._is_stale(eng):
             stale = {
                 "stale": True,
@@ -109,10 +109,35 @@ class TaskappTask(Task):
         try:
             result = super().__call__(*args, **kwargs)
         except BaseException:
-            idempotency.release(eng, key)
+            self._release_claim()
             raise
         idempotency.complete(eng, key, result)
         return result
+
+    def _release_claim(self) -> None:
+        """Give up this execution's idempotency claim, once."""
+        key = getattr(self.request, "taskapp_claim", None)
+        if key is not None:
+            from taskapp import idempotency
+            from taskapp.db import engine
+
+            self.request.taskapp_claim = None
+            idempotency.release(engine(), key)
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        # Release before Celery publishes the retry: its message may be received (and claim
+        # the same key) before this execution's exception has unwound.
+        self._release_claim()
+        return super().retry(*args, **kwargs)
+
+    def _come_back_later(self, args: Any, kwargs: Any, wait: float) -> None:
+        """Another delivery holds a live lease: re-publish this message for when it runs out.
+
+        Not a Celery retry: waiting for a twin must not use up the task's own retries.
+        """
+        countdown = max(1, math.ceil(wait))
+        self.signature_from_request(self.request, args, kwargs, countdown=countdown).apply_async()
+        raise Ignore()
 
 
 app = Celery("taskapp", task_cls=TaskappTask)

@@ -114,3 +114,21 @@ def effect_tags(prefix: str) -> list[str]:
             select(effects.c.tag).where(effects.c.tag.startswith(prefix)).order_by(effects.c.id)
         )
         return [row.tag for row in rows]
+
+
+@app.task(
+    name="tests.flaky_keyed",
+    bind=True,
+    autoretry_for=(RetryableError,),
+    retry_backoff=1,
+    retry_backoff_max=1,
+    retry_jitter=False,
+    max_retries=3,
+    soft_time_limit=5,
+    time_limit=10,
+)
+def flaky_keyed(self: Any, tag: str) -> str:
+    """Fail once, then report the idempotency key the retry ran under."""
+    if record_effect(tag, self.request.id) == 1:
+        raise RetryableError("first attempt fails")
+    return str(getattr(self.request, "idempotency_key", None))

@@ -294,3 +294,12 @@ def test_older_entity_version_is_skipped_as_stale_not_applied(worker: Any) -> No
     assert older.state == "STALE"
     assert older.info == {"stale": True, "entity": entity, "version": 1}
     assert effect_times(f"{tag}:v1") == [] and len(effect_times(f"{tag}:v2")) == 1
+
+
+def test_retry_keeps_the_callers_idempotency_key(worker: Any) -> None:
+    from tests.tasks import flaky_keyed
+
+    tag = _tag()
+    result = flaky_keyed.apply_async((tag,), idempotency_key=f"key-{tag}")
+    assert result.get(timeout=20, interval=0.1) == f"key-{tag}"
+    assert len(effect_times(tag)) == 2
