@@ -132,3 +132,11 @@ def flaky_keyed(self: Any, tag: str) -> str:
     if record_effect(tag, self.request.id) == 1:
         raise RetryableError("first attempt fails")
     return str(getattr(self.request, "idempotency_key", None))
+
+
+@app.task(name="tests.sleepy", bind=True, soft_time_limit=20, time_limit=25)
+def sleepy(self: Any, tag: str, seconds: float) -> int:
+    """Mark the start, sleep, then record one execution of ``tag``."""
+    record_effect(f"{tag}:start", self.request.id)
+    time.sleep(seconds)
+    return record_effect(tag, self.request.id)

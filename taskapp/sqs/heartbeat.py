@@ -6,10 +6,8 @@ to three intervals from now (ChangeMessageVisibilityBatch, 10 per call). A task 
 run longer than its queue's VisibilityTimeout without being handed to a second worker, and the
 message of a worker that dies comes back within three intervals, not a whole timeout.
 
-On a warm shutdown Celery's pool still runs every message it was handed before it exits (and
-the heartbeat keeps renewing them until then), so nothing prefetched is lost or left invisible
-for a whole visibility timeout. Releasing them early instead would let a second worker start
-them while this one still does.
+On a warm shutdown the worker finishes its running tasks; the prefetched messages no child has
+started are handed back by the transport with visibility 0 (``Channel._put``, transport.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ What it changes, and why:
 * Bodies over the SQS size limit travel through S3 (claim check, Extended Client format): see
   ``taskapp/sqs/claimcheck.py``. The object is deleted when the message is acknowledged, unless
   the message was dead-lettered.
+* An unacknowledged message handed back (warm shutdown, requeue) is visible again at once,
+  not after ``wait_time_seconds``.
 * A message rejected without requeue on a queue with a RedrivePolicy is made visible again after
   a short exponential backoff (ChangeMessageVisibility), instead of staying invisible for the
   whole visibility timeout. SQS counts each receive and moves the message to the queue's
@@ -96,6 +98,18 @@ class Channel(AckBatchMixin, SQS.Channel):
     @property
     def delay_hop(self) -> int:
         return int(self.transport_options.get("delay_hop", MAX_DELAY_SECONDS))
+
+    def _put(self, queue, message, **kwargs):  # type: ignore[no-untyped-def]
+        if not message.get("redelivered"):
+            return super()._put(queue, message, **kwargs)
+        # kombu "restores" an unacked message (channel closed at a warm shutdown, a requeue) by
+        # hiding it for wait_time_seconds (20 s); hand it back now so another worker starts it.
+        self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
+            QueueUrl=self._new_queue(queue),
+            ReceiptHandle=message["properties"]["delivery_tag"],
+            VisibilityTimeout=0,
+        )
+        return None
 
     def _on_messages_ready(self, queue, qname, messages):  # type: ignore[no-untyped-def]
         if messages.get("Messages"):

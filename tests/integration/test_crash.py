@@ -93,3 +93,35 @@ def test_sigkill_of_a_pool_child_redelivers_instead_of_failing(
         assert result.get(timeout=1) == 1
     assert "FAILURE" not in states
     assert len(effect_times(tag)) == 1
+
+
+def test_warm_shutdown_releases_prefetched_messages_to_another_worker(
+    crash_env: Any, tmp_path: Path
+) -> None:
+    producer, env = crash_env
+    # Production polling and heartbeats: kombu alone would hand the prefetched messages back
+    # with a 20 s visibility (wait_time_seconds) and heartbeats renew them to 30 s.
+    env = {**env, "TASKAPP_HEARTBEAT_INTERVAL": "10", "TASKAPP_WAIT_TIME_SECONDS": "20"}
+    tag = uuid.uuid4().hex
+    log_d = tmp_path / "d.log"
+    with worker_process(env, "d", log_d) as worker_d:
+        # given worker D running a long task and holding 3 prefetched short ones
+        long_ = producer.send_task("tests.sleepy", args=[f"{tag}-long", 6])
+        _wait_for_start(f"{tag}-long")
+        short = [producer.send_task("tests.record", args=[tag]) for _ in range(3)]
+        deadline = time.monotonic() + 15
+        while not all(r.id in log_d.read_text() for r in short):
+            assert time.monotonic() < deadline, "D never prefetched the short tasks"
+            time.sleep(0.1)
+        with worker_process(env, "e", tmp_path / "e.log"):
+            # when D gets SIGTERM (warm shutdown) while its long task runs
+            stopped_at = time.time()
+            worker_d.send_signal(signal.SIGTERM)
+            # then worker E runs the short ones within seconds, not after 30 s
+            for result in short:
+                result.get(timeout=30, interval=0.05)
+            assert max(effect_times(tag)) - stopped_at < 2.5
+            # and D finished its running task before exiting
+            assert long_.get(timeout=30, interval=0.1) == 1
+            worker_d.wait(30)
+    assert len(effect_times(tag)) == 3 and len(effect_times(f"{tag}-long")) == 1
