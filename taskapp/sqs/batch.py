@@ -4,9 +4,13 @@ Celery publishes one SendMessage per task; SQS bills per request and takes 10 me
 call. Each signature still goes through ``apply_async`` (idempotency keys, routing by
 ``taskapp.queues.route_task``, ``before_task_publish`` and so the native SQS delay of
 ``taskapp/sqs/delay.py``), but on a channel stand-in that keeps the prepared message instead of
-sending it; kombu's own ``_put`` then turns it into SendMessage parameters, so the messages are
-byte for byte what ``apply_async`` would have sent (except the random ``delivery_tag``). Bodies
-over the claim-check threshold go to S3 first (``taskapp/sqs/claimcheck.py``).
+sending it; the channel's own ``_put`` then turns it into SendMessage parameters (caught by a
+botocore hook before any HTTP call), so the messages are byte for byte what ``apply_async`` would
+have sent (except the random ``delivery_tag``). Bodies over the claim-check threshold go to S3
+first, by the channel's own claim-check handler (``taskapp/sqs/claimcheck.py``).
+
+The connection (yours, if you pass one) must not publish from another thread meanwhile: the
+hooks sit on its SQS client for the duration of one ``_put``.
 
 Batches hold at most 10 entries and 1 MiB (SQS's limits), per queue. Nothing is dropped when a
 batch partly fails: an entry SQS refuses as invalid (``SenderFault``), or every entry of a call
@@ -29,10 +33,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.exceptions import EncodeError
 
-from taskapp.sqs.claimcheck import message_size, offloader, pointer_of
+from taskapp.sqs.claimcheck import message_size, pointer_of
 
 __all__ = ["enqueue_many", "EnqueueError", "BATCH", "BATCH_BYTES"]
 
@@ -96,29 +101,37 @@ class _Outbox:
         return getattr(self.channel, name)
 
 
-class _SendParams:
-    """Stands in for a kombu SQS channel inside its ``_put``: keeps SendMessage's parameters."""
+class _Capture:
+    """botocore hooks that keep one SendMessage's final parameters and skip its HTTP call.
 
-    def __init__(self, channel: Any) -> None:
-        self._channel = channel
+    The same mechanism as botocore's Stubber: a ``before-call`` handler that returns a response.
+    """
+
+    def __init__(self) -> None:
         self.params: dict[str, Any] = {}
 
-    def sqs(self, queue: str | None = None) -> Any:
-        return self
+    def keep(self, params: dict[str, Any], **_: Any) -> None:
+        self.params = dict(params)
 
-    def send_message(self, **params: Any) -> None:
-        self.params = params
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._channel, name)
+    def skip(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        return AWSResponse("", 200, {}, None), {"MessageId": ""}
 
 
 def _send_params(channel: Any, queue: str, message: dict[str, Any]) -> dict[str, Any]:
-    """SendMessage parameters kombu's ``_put`` would use for ``message`` on ``queue``."""
-    channel._new_queue(queue)  # resolve (or, outside predefined mode, create) it first
-    recorder = _SendParams(channel)
-    type(channel)._put(recorder, queue, message)
-    return recorder.params
+    """SendMessage parameters the channel's ``_put`` produces for ``message`` on ``queue``
+    (the claim-check handler included), without sending anything."""
+    client = channel.sqs(queue=channel.canonical_queue_name(queue))
+    capture = _Capture()
+    events = client.meta.events
+    # Registered last, so it sees the parameters after the claim-check offloader.
+    events.register_last("before-parameter-build.sqs.SendMessage", capture.keep)
+    events.register_first("before-call.sqs.SendMessage", capture.skip)
+    try:
+        channel._put(queue, message)
+    finally:
+        events.unregister("before-parameter-build.sqs.SendMessage", capture.keep)
+        events.unregister("before-call.sqs.SendMessage", capture.skip)
+    return capture.params
 
 
 def enqueue_many(signatures: Iterable[Any], app: Any = None, connection: Any = None) -> list[Any]:
@@ -167,11 +180,6 @@ def _entry(channel: Any, index: int, message: dict[str, Any], queue: str) -> _En
     channel._inplace_augment_message(message, "", queue)
     params = _send_params(channel, queue, message)
     url = params.pop("QueueUrl")
-    options = channel.transport_options
-    threshold = options.get("claim_check_threshold")
-    if threshold:
-        offload = offloader(channel._s3, options["claim_check_bucket"], threshold)
-        offload(params)
     return _Entry(index, channel.canonical_queue_name(queue), url, params)
 
 

@@ -22,13 +22,13 @@ from tests.tasks import add, digest
 
 
 class Sent:
-    """Parameters of every SendMessage / SendMessageBatch call made by one client."""
+    """Every SendMessage / SendMessageBatch request one client puts on the wire."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        self.calls.append((model.name, json.loads(json.dumps(params, default=str))))
+    def __call__(self, request: Any, event_name: str, **_: Any) -> None:
+        self.calls.append((event_name.rsplit(".", 1)[-1], json.loads(request.body)))
 
     def of(self, action: str) -> list[dict[str, Any]]:
         return [params for name, params in self.calls if name == action]
@@ -40,7 +40,7 @@ def connection(app: Any, provisioned: list[Any]) -> Iterator[tuple[Any, Sent]]:
     with app.connection_for_write() as conn:
         client = conn.default_channel.sqs()
         sent = Sent()
-        events = [f"before-parameter-build.sqs.{a}" for a in ("SendMessage", "SendMessageBatch")]
+        events = [f"before-send.sqs.{a}" for a in ("SendMessage", "SendMessageBatch")]
         for event in events:
             client.meta.events.register(event, sent)
         yield conn, sent
