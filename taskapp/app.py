@@ -96,7 +96,9 @@ class TaskappTask(Task):
             return claim.result
         if not claim.acquired:
             self._come_back_later(args, kwargs, claim.wait_seconds)
-        self.request.taskapp_claim = key
+        # A dict, not the key: Celery copies the request into an inner context for run(), and
+        # retry() there must mark the claim released for this frame too.
+        self.request.taskapp_claim = {"key": key}
         if self._is_stale(eng):
             stale = {
                 "stale": True,
@@ -116,12 +118,12 @@ class TaskappTask(Task):
 
     def _release_claim(self) -> None:
         """Give up this execution's idempotency claim, once."""
-        key = getattr(self.request, "taskapp_claim", None)
+        holder = getattr(self.request, "taskapp_claim", None) or {}
+        key = holder.pop("key", None)
         if key is not None:
             from taskapp import idempotency
             from taskapp.db import engine
 
-            self.request.taskapp_claim = None
             idempotency.release(engine(), key)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:

@@ -117,10 +117,11 @@ def test_warm_shutdown_releases_prefetched_messages_to_another_worker(
             # when D gets SIGTERM (warm shutdown) while its long task runs
             stopped_at = time.time()
             worker_d.send_signal(signal.SIGTERM)
-            # then worker E runs the short ones within seconds, not after 30 s
+            # then worker E runs the short ones within seconds (about 1.5 s here when the
+            # machine is quiet), not after the 20 s kombu would hide them for
             for result in short:
                 result.get(timeout=30, interval=0.05)
-            assert max(effect_times(tag)) - stopped_at < 2.5
+            assert max(effect_times(tag)) - stopped_at < 6
             # and D finished its running task before exiting
             assert long_.get(timeout=30, interval=0.1) == 1
             worker_d.wait(30)
