@@ -71,6 +71,17 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 
+if settings.signing_key:
+    # Celery message signing: tasks are signed with the key and only signed ones are accepted
+    # (https://docs.celeryq.dev/en/stable/userguide/security.html#message-signing); taskapp/app.py
+    # calls setup_security(). Results and events stay plain JSON.
+    task_serializer = "auth"
+    accept_content = ["auth"]
+    security_key = settings.signing_key
+    security_certificate = settings.signing_cert
+    security_cert_store = settings.signing_cert_store
+    security_digest = "sha256"
+
 task_default_queue = "default"
 # Poison messages (undecodable, unknown task) go to the DLQ with a reason: taskapp/sqs/worker.py
 worker_consumer = "taskapp.sqs.worker:Consumer"

@@ -194,6 +194,25 @@ SETTINGS: dict[str, Spec] = {
         "IAM role the worker assumes for SQS (kombu `sts_role_arn`); needs "
         "`TASKAPP_PREDEFINED_QUEUES=true`.",
     ),
+    "signing_key": Spec(
+        "TASKAPP_SIGNING_KEY",
+        str,
+        None,
+        "Path of the PEM private key that signs task messages (Celery message signing). "
+        "Set together with the two below; unset: messages are not signed.",
+    ),
+    "signing_cert": Spec(
+        "TASKAPP_SIGNING_CERT",
+        str,
+        None,
+        "Path of the PEM certificate of the signing key.",
+    ),
+    "signing_cert_store": Spec(
+        "TASKAPP_SIGNING_CERT_STORE",
+        str,
+        None,
+        "Directory (or glob) of the PEM certificates whose signatures are accepted.",
+    ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES",
         _bool,
@@ -379,6 +398,9 @@ class Settings:
     fifo_queues: tuple[str, ...]
     sqs_kms_key: str | None
     sts_role_arn: str | None
+    signing_key: str | None
+    signing_cert: str | None
+    signing_cert_store: str | None
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None
@@ -411,6 +433,10 @@ class Settings:
         values = {name: spec.read(environ) for name, spec in SETTINGS.items()}
         if values["aws_region"] is None:
             values["aws_region"] = environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        signing = ("signing_key", "signing_cert", "signing_cert_store")
+        if any(values[name] for name in signing) and not all(values[name] for name in signing):
+            missing = next(SETTINGS[name].env for name in signing if not values[name])
+            raise SettingError(missing, "", "a path (signing needs key, cert and cert store)")
         if values["sts_role_arn"] and not values["predefined_queues"]:
             raise SettingError(
                 "TASKAPP_PREDEFINED_QUEUES",

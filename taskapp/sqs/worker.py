@@ -26,11 +26,13 @@ from celery.exceptions import (
     NotRegistered,
     Reject,
     Retry,
+    SecurityError,
     TimeLimitExceeded,
     WorkerLostError,
 )
 from celery.worker import request as celery_request
 from celery.worker.consumer import consumer as celery_consumer
+from kombu.exceptions import ContentDisallowed
 
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.sqs.deadletter import DeadLetter, send_dead_letter
@@ -131,11 +133,13 @@ class Request(celery_request.Request):
 class Consumer(celery_consumer.Consumer):
     """Celery's consumer, dead-lettering poison instead of dropping or looping on it."""
 
-    def _poison(self, message: Any, exc: BaseException | None, why: str) -> None:
+    def _poison(
+        self, message: Any, exc: BaseException | None, why: str, reason: str = "poison"
+    ) -> None:
         headers = message.headers or {}
         info = message.delivery_info
         letter = DeadLetter(
-            reason="poison",
+            reason=reason,
             error_type=type(exc).__name__ if exc else "UnknownMessage",
             error_message=str(exc) if exc else why,
             attempts=receive_count(info.get("sqs_message") or {}),
@@ -149,13 +153,17 @@ class Consumer(celery_consumer.Consumer):
             message.reject_log_error(logger, self.connection_errors)
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
-        self._poison(message, exc, "undecodable body")
+        # kombu wraps the signing serializer's SecurityError (forged, tampered) in DecodeError.
+        causes = (exc, exc.__cause__, exc.__context__, *exc.args)
+        forged = any(isinstance(cause, SecurityError) for cause in causes)
+        self._poison(message, exc, "undecodable body", "signature" if forged else "poison")
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         self._poison(message, None, "not a Celery task message")
 
     def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
-        self._poison(message, exc, "invalid task message")
+        unsigned = isinstance(exc, ContentDisallowed) and self.app.conf.task_serializer == "auth"
+        self._poison(message, exc, "invalid task message", "signature" if unsigned else "poison")
 
     def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
         headers = message.headers or {}

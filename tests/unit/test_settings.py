@@ -98,3 +98,8 @@ def test_sts_role_needs_predefined_queues() -> None:
         Settings.from_env({"TASKAPP_STS_ROLE_ARN": "arn:aws:iam::1:role/w"})
     ok = {"TASKAPP_STS_ROLE_ARN": "arn:aws:iam::1:role/w", "TASKAPP_PREDEFINED_QUEUES": "true"}
     assert Settings.from_env(ok).sts_role_arn == "arn:aws:iam::1:role/w"
+
+
+def test_signing_needs_key_cert_and_store_together() -> None:
+    with pytest.raises(SettingError, match="TASKAPP_SIGNING_CERT="):
+        Settings.from_env({"TASKAPP_SIGNING_KEY": "/k.pem"})
