@@ -72,6 +72,8 @@ def default_rules(settings: Settings) -> dict[str, list[dict[str, Any]]]:
             # Celery's database result backend; the tables appear with the first result.
             _platform("task-results", "celery_taskmeta", "date_done", results_age),
             _platform("group-results", "celery_tasksetmeta", "date_done", results_age),
+            # Task runtimes behind the task_activity report live as long as the results.
+            _platform("task-runtimes", "reports_task_runs", "finished_at", results_age),
             # Idempotency keys keep a task's stored result, so they live as long as results;
             # only finished ones: a running key's lease belongs to taskapp.idempotency.
             {

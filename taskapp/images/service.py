@@ -141,10 +141,13 @@ def make_thumbnails(request: ThumbnailRequest, settings: Settings | None = None)
         for pair, key in keys.items()
     }
     missing = [(size, fmt) for size, fmt in plan if entries[(size, fmt.name)] is None]
+    # A variant of a bucket object names it, so cleanup can remove the variant once the source
+    # is deleted (taskapp/cleanup/storage.py); a URL source has no such owner.
+    source_key = None if _SCHEME.match(request.source) else request.source
     if missing:
         for variant in _render(data, missing, settings):
             pair = (variant.size, variant.format.name)
-            entries[pair] = _upload(s3, settings.bucket, keys[pair], variant, sha)
+            entries[pair] = _upload(s3, settings.bucket, keys[pair], variant, sha, source_key)
     log.info(
         "images.thumbnails source_sha256=%s variants=%d rendered=%d",
         sha[:16],
@@ -166,13 +169,17 @@ def _render(
     return pipeline.render(decoded, plan)
 
 
-def _upload(s3: Any, bucket: str, key: str, variant: pipeline.Variant, sha: str) -> dict:
+def _upload(
+    s3: Any, bucket: str, key: str, variant: pipeline.Variant, sha: str, source_key: str | None
+) -> dict:
     metadata = {
         "width": str(variant.width),
         "height": str(variant.height),
         "source-sha256": sha,
         "pipeline": pipeline.PIPELINE_VERSION,
     }
+    if source_key is not None:
+        metadata["source-key"] = source_key
     storage.put_object(s3, bucket, key, variant.body, variant.format.content_type, metadata)
     return _entry(
         key, variant.size, variant.format, variant.width, variant.height, len(variant.body)

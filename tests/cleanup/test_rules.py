@@ -77,6 +77,7 @@ def test_the_defaults_cover_the_demo_tables_storage_and_platform(settings: Setti
     assert {r.name for r in rules.hygiene} == {
         "task-results",
         "group-results",
+        "task-runtimes",
         "idempotency-records",
         "monitoring-queues",
     }

@@ -88,3 +88,26 @@ def test_a_missing_bucket_is_a_permanent_error_naming_the_rule(s3, url, monkeypa
     monkeypatch.setenv("TASKAPP_BUCKET", "no-such-bucket-for-cleanup")
     with pytest.raises(RuleError, match="retention rule 'tmp-uploads': S3 refused: NoSuchBucket"):
         run_cleanup(["tmp-uploads"], url=url)
+
+
+def test_thumbnails_of_a_deleted_upload_are_removed_end_to_end(s3, bucket, url):
+    import io
+
+    from PIL import Image
+
+    from taskapp.images.service import ThumbnailRequest, make_thumbnails
+
+    # given thumbnails made by the images service from an upload in the bucket
+    image = io.BytesIO()
+    Image.new("RGB", (640, 480), "teal").save(image, "JPEG")
+    s3.put_object(Bucket=bucket, Key="uploads/photo.jpg", Body=image.getvalue())
+    manifest = make_thumbnails(ThumbnailRequest.build("uploads/photo.jpg", [64, 128], ["jpeg"]))
+    variants = sorted(v["key"] for v in manifest["variants"])
+    assert keys(s3, bucket, "thumbnails/") == variants
+    # when the upload is deleted and cleanup runs after the grace period
+    s3.delete_object(Bucket=bucket, Key="uploads/photo.jpg")
+    later = datetime.now(UTC) + timedelta(hours=2)
+    report = run_cleanup(["orphaned-variants"], url=url, now=later)
+    # then its variants are gone
+    assert report["rules"]["orphaned-variants"]["count"] == 2
+    assert keys(s3, bucket, "thumbnails/") == []
