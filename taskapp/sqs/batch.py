@@ -9,8 +9,8 @@ botocore hook before any HTTP call), so the messages are byte for byte what ``ap
 have sent (except the random ``delivery_tag``). Bodies over the claim-check threshold go to S3
 first, by the channel's own claim-check handler (``taskapp/sqs/claimcheck.py``).
 
-The connection (yours, if you pass one) must not publish from another thread meanwhile: the
-hooks sit on its SQS client for the duration of one ``_put``.
+The connection (yours, if you pass one; else one from the app's pool) must not publish from
+another thread meanwhile: the hooks sit on its SQS client while the messages are prepared.
 
 Batches hold at most 10 entries and 1 MiB (SQS's limits), per queue. Nothing is dropped when a
 batch partly fails: an entry SQS refuses as invalid (``SenderFault``), or every entry of a call
@@ -102,13 +102,15 @@ class _Outbox:
 
 
 class _Capture:
-    """botocore hooks that keep one SendMessage's final parameters and skip its HTTP call.
+    """botocore hooks on one SQS client that keep each SendMessage's final parameters and skip
+    its HTTP call (botocore Stubber's mechanism: a ``before-call`` handler that answers)."""
 
-    The same mechanism as botocore's Stubber: a ``before-call`` handler that returns a response.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, client: Any) -> None:
+        self.events = client.meta.events
         self.params: dict[str, Any] = {}
+        # Last, so it sees the parameters after the claim-check offloader has run.
+        self.events.register_last("before-parameter-build.sqs.SendMessage", self.keep)
+        self.events.register_first("before-call.sqs.SendMessage", self.skip)
 
     def keep(self, params: dict[str, Any], **_: Any) -> None:
         self.params = dict(params)
@@ -116,22 +118,36 @@ class _Capture:
     def skip(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
         return AWSResponse("", 200, {}, None), {"MessageId": ""}
 
+    def close(self) -> None:
+        self.events.unregister("before-parameter-build.sqs.SendMessage", self.keep)
+        self.events.unregister("before-call.sqs.SendMessage", self.skip)
 
-def _send_params(channel: Any, queue: str, message: dict[str, Any]) -> dict[str, Any]:
-    """SendMessage parameters the channel's ``_put`` produces for ``message`` on ``queue``
-    (the claim-check handler included), without sending anything."""
-    client = channel.sqs(queue=channel.canonical_queue_name(queue))
-    capture = _Capture()
-    events = client.meta.events
-    # Registered last, so it sees the parameters after the claim-check offloader.
-    events.register_last("before-parameter-build.sqs.SendMessage", capture.keep)
-    events.register_first("before-call.sqs.SendMessage", capture.skip)
-    try:
+
+class _Prepared:
+    """SendMessage parameters the channel's own ``_put`` produces, nothing sent."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.captures: dict[int, _Capture] = {}
+
+    def __enter__(self) -> _Prepared:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for capture in self.captures.values():
+            capture.close()
+
+    def entry(self, index: int, message: dict[str, Any], queue: str) -> _Entry:
+        channel = self.channel
+        name = channel.canonical_queue_name(queue)
+        client = channel.sqs(queue=name)  # per queue when predefined queues assume a role
+        capture = self.captures.get(id(client))
+        if capture is None:
+            capture = self.captures[id(client)] = _Capture(client)
+        channel._inplace_augment_message(message, "", queue)
         channel._put(queue, message)
-    finally:
-        events.unregister("before-parameter-build.sqs.SendMessage", capture.keep)
-        events.unregister("before-call.sqs.SendMessage", capture.skip)
-    return capture.params
+        params = dict(capture.params)
+        return _Entry(index, name, params.pop("QueueUrl"), params)
 
 
 def enqueue_many(signatures: Iterable[Any], app: Any = None, connection: Any = None) -> list[Any]:
@@ -142,7 +158,8 @@ def enqueue_many(signatures: Iterable[Any], app: Any = None, connection: Any = N
     signatures = list(signatures)
     outcomes: list[Any] = [None] * len(signatures)
     if connection is None:
-        with app.connection_for_write() as conn:
+        # A pooled connection keeps its channel and boto3 clients from one call to the next.
+        with app.pool.acquire(block=True) as conn:
             _enqueue(app, conn, signatures, outcomes)
     else:
         _enqueue(app, connection, signatures, outcomes)
@@ -160,7 +177,8 @@ def _enqueue(app: Any, connection: Any, signatures: list[Any], outcomes: list[An
         except (EncodeError, TypeError, ValueError) as exc:
             outbox.drop(index)
             outcomes[index] = EnqueueError(index, type(exc).__name__, str(exc))
-    entries = [_entry(channel, index, message, rk) for index, message, _, rk in outbox.tasks]
+    with _Prepared(channel) as prepared:
+        entries = [prepared.entry(index, message, rk) for index, message, _, rk in outbox.tasks]
     by_url: dict[str, list[_Entry]] = {}
     for entry in entries:
         by_url.setdefault(entry.url, []).append(entry)
@@ -174,13 +192,6 @@ def _enqueue(app: Any, connection: Any, signatures: list[Any], outcomes: list[An
                 logger.warning("enqueue failed: %s", entry.error)
     failed = {i for i, outcome in enumerate(outcomes) if isinstance(outcome, EnqueueError)}
     _publish_events(channel, [e for e in outbox.events if e[0] not in failed])
-
-
-def _entry(channel: Any, index: int, message: dict[str, Any], queue: str) -> _Entry:
-    channel._inplace_augment_message(message, "", queue)
-    params = _send_params(channel, queue, message)
-    url = params.pop("QueueUrl")
-    return _Entry(index, channel.canonical_queue_name(queue), url, params)
 
 
 def _chunks(entries: list[_Entry]) -> Iterator[list[_Entry]]:
