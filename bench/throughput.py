@@ -1,0 +1,773 @@
+"""Throughput of taskapp on SQS against stock Celery on SQS, a raw boto3 loop, and Celery on
+Redis and RabbitMQ: one run, one process tree, one moto server on loopback, one table of ratios.
+
+    uv run python bench/throughput.py [--tasks 1000] [--depth 100] [--preload 200] [--idle 90]
+                                      [--latency 50] [--skip redis,rabbitmq]
+
+Contenders: taskapp as shipped (``celery -A taskapp worker``, default settings: results,
+idempotency keys and runtimes in SQLite); ``taskapp-lean``, the same worker with a task that
+keeps no result and no idempotency key and no runtime recording (taskapp's SQS layer alone);
+stock Celery on SQS as its docs configure it (``bench/stock_celery.py``); a raw boto3 loop
+(``bench/raw_boto3.py``: the emulator's practical limit); stock Celery on Redis and on
+RabbitMQ. Every contender runs the same no-op task (``bench/throughput_tasks.py``: it reports
+its start over UDP), with worker concurrency 4 (prefork; the raw loop: 4 threads). In order:
+
+1. **enqueue** ``--preload`` tasks into an empty queue, nothing consuming (taskapp:
+   ``enqueue_many``; stock Celery: ``apply_async`` per task; raw: SendMessageBatch of 10);
+2. **drain**: the worker starts on that queue and runs them (tasks/s from first to last start);
+3. **end to end**: ``--tasks`` tasks produced in batches of 10 while the worker runs, never
+   more than ``--depth`` outstanding, so every contender sees the same queue depth (moto scans
+   the whole queue on every call: at a depth of 1,000 every contender, raw boto3 included, runs
+   at the emulator's ~20 tasks/s); tasks/s from the first send to the last start, and **SQS
+   requests per task**, counted by the moto server itself (``bench/throughput_moto.py``) on the
+   contender's work queue;
+4. **latency** on the idle system: ``--latency`` single sends, 50 ms apart: p50/p99 from the
+   send call to the task body's start;
+5. **worker RSS**: the worker's process tree (main process and pool children);
+6. **idle cost**: at the end every worker idles together for ``--idle`` seconds; requests on
+   each work queue are scaled to one queue-hour (per-worker totals, monitoring included, too).
+
+Processes stop by themselves: every child dies with this process (PR_SET_PDEATHSIG) and the
+moto server and raw consumers also exit when their stdin closes. Results also go to
+``bench/out/throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+OUT = BENCH / "out"
+CONCURRENCY = 4
+BATCH = 10
+DRAIN_TIMEOUT = 150.0
+DEADLINE = 9 * 60  # the whole run stays under 10 minutes
+TARGETS = {
+    "drain_vs_stock": 3.0,
+    "drain_vs_raw": 0.6,
+    "requests_per_task": 0.5,
+    "stock_requests_per_task": 2.0,
+    "idle_per_queue_hour": 200.0,
+    "p50_ms": 20.0,
+}
+
+
+# -- child processes ------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the kernel sends SIGTERM to this child when the bench dies.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """A child process of the bench, in its own process group, stopped by PID."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[str] | None = None
+
+    def start(self) -> Child:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if self.name == "moto" else self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        CHILDREN.append(self)
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    def rss_mib(self) -> float:
+        """Resident memory of this process and all its descendants, in MiB."""
+        assert self.process is not None
+        return sum(_rss_kib(pid) for pid in _tree(self.process.pid)) / 1024
+
+
+CHILDREN: list[Child] = []
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children[ppid].append(int(entry.name))
+    pids, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        pids.append(pid)
+        stack += children.get(pid, [])
+    return pids
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def stop_all() -> None:
+    for child in reversed(CHILDREN):
+        child.stop()
+
+
+# -- measurement plumbing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """One task start, as reported by the task over UDP."""
+
+    index: int
+    sent_at: float
+    started: float
+    arrived: float
+
+
+class Reports:
+    """UDP listener collecting task starts per run id."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.runs: dict[str, dict[int, Report]] = defaultdict(dict)
+        self.cond = threading.Condition()
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        while True:
+            data = self.sock.recv(512)
+            arrived = time.time()
+            run, index, sent_at, started = data.decode().split()
+            with self.cond:
+                self.runs[run].setdefault(
+                    int(index), Report(int(index), float(sent_at), float(started), arrived)
+                )
+                self.cond.notify_all()
+
+    def wait(self, run: str, count: int, timeout: float) -> list[Report]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.runs[run]) < count and (left := deadline - time.monotonic()) > 0:
+                self.cond.wait(left)
+            return sorted(self.runs[run].values(), key=lambda r: r.arrived)
+
+    def wait_for(self, run: str, index: int, timeout: float) -> Report | None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while index not in self.runs[run] and (left := deadline - time.monotonic()) > 0:
+                self.cond.wait(left)
+            return self.runs[run].get(index)
+
+
+class Moto:
+    """The moto server child and its request counts."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.child = Child(
+            "moto", [sys.executable, str(BENCH / "throughput_moto.py")], env, OUT / "moto.log"
+        )
+
+    def start(self) -> str:
+        self.child.start()
+        assert self.child.process is not None and self.child.process.stdout is not None
+        line = self.child.process.stdout.readline().split()
+        assert line and line[0] == "PORT", f"moto did not start: {line}"
+        self.url = f"http://127.0.0.1:{line[1]}"
+        return self.url
+
+    def take_counts(self) -> dict[str, int]:
+        """Counts since the last call, then start counting from zero."""
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{self.url}/__bench/reset", method="POST")
+        ) as r:
+            return json.loads(r.read())
+
+
+def sqs_requests(counts: dict[str, int], queue: str) -> int:
+    return sum(n for key, n in counts.items() if key.startswith("sqs ") and key.split()[2] == queue)
+
+
+def by_action(counts: dict[str, int], queue: str) -> dict[str, int]:
+    return {
+        k.split()[1]: n for k, n in counts.items() if k.startswith("sqs ") and k.split()[2] == queue
+    }
+
+
+def sns_requests(counts: dict[str, int], prefix: str) -> int:
+    return sum(
+        n
+        for key, n in counts.items()
+        if key.startswith("sns ") and key.split()[2].startswith(prefix)
+    )
+
+
+# -- contenders ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    enqueue_per_s: float = 0.0
+    preload_depth: int | None = None
+    preload_drain_per_s: float = 0.0
+    drain_per_s: float = 0.0
+    sqs_per_task: float | None = None
+    sqs_actions: dict[str, int] = field(default_factory=dict)
+    sns_per_task: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rss_mib: float = 0.0
+    idle_per_queue_hour: float | None = None
+    idle_worker_per_hour: float | None = None
+    idle_calls: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+class Contender:
+    name = ""
+    queue = ""  # SQS queue name counted (None for non-SQS brokers)
+    sns_prefix = ""
+
+    def __init__(self, env: dict[str, str], reports: Reports) -> None:
+        self.env, self.reports, self.worker = env, reports, None
+
+    def setup(self) -> None: ...
+
+    def enqueue(self, run: str, indices: range) -> None: ...
+
+    def send_one(self, run: str, index: int, sent_at: float) -> None: ...
+
+    def worker_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def worker_env(self) -> dict[str, str]:
+        return self.env
+
+    def depth(self) -> int | None:
+        return None
+
+    def start_worker(self) -> Child:
+        self.worker = Child(
+            self.name, self.worker_argv(), self.worker_env(), OUT / f"{self.name}.log"
+        )
+        return self.worker.start()
+
+
+class Taskapp(Contender):
+    """taskapp as shipped: ``celery -A taskapp worker`` with default settings."""
+
+    name, queue, sns_prefix = "taskapp", "bta-default", "bta-"
+
+    def setup(self) -> None:
+        from config.settings import load_settings
+        from taskapp.app import app
+        from taskapp.aws import client
+        from taskapp.db import upgrade
+        from taskapp.sqs.provision import app_specs, ensure_bucket, provision
+
+        settings = load_settings()
+        upgrade(settings.database_url)
+        ensure_bucket(client("s3", settings), settings.bucket)
+        provision(client("sqs", settings), settings, app_specs(app))
+        self.app = app
+
+    def _signature(self, run: str, index: int, sent_at: float) -> Any:
+        return self.app.signature("bench.noop", args=(self.reports.port, run, index, sent_at))
+
+    def enqueue(self, run: str, indices: range) -> None:
+        from taskapp import enqueue_many
+
+        outcomes = enqueue_many((self._signature(run, i, 0.0) for i in indices), app=self.app)
+        failed = [o for o in outcomes if isinstance(o, Exception)]
+        assert not failed, failed[:3]
+
+    def send_one(self, run: str, index: int, sent_at: float) -> None:
+        self._signature(run, index, sent_at).apply_async()
+
+    def depth(self) -> int | None:
+        return _sqs_depth(self.queue)
+
+    def worker_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "taskapp",
+            "worker",
+            "-Q",
+            "default",
+            "--loglevel=WARNING",
+            "-n",
+            "bench-taskapp@%h",
+            "--include",
+            "throughput_tasks",
+        ]
+
+
+class TaskappLean(Taskapp):
+    """taskapp's SQS layer alone: the same worker, but the task keeps no result, takes no
+    idempotency key and the worker records no runtimes (no database write per task)."""
+
+    name, queue, sns_prefix = "taskapp-lean", "btl-default", "btl-"
+
+    def setup(self) -> None:
+        from dataclasses import replace
+
+        from celery import Celery
+
+        from config.settings import load_settings
+        from taskapp.app import app
+        from taskapp.aws import client
+        from taskapp.sqs.provision import app_specs, provision
+
+        settings = replace(load_settings(), queue_prefix="btl-")
+        provision(client("sqs", settings), settings, app_specs(app))
+        lean = Celery("taskapp-lean", set_as_current=False)
+        lean.conf.update({key: app.conf[key] for key in _PRODUCER_CONF})
+        lean.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "queue_name_prefix": "btl-",
+        }
+        self.app = lean
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            **self.env,
+            "TASKAPP_QUEUE_PREFIX": "btl-",
+            "BENCH_TASKAPP_LEAN": "1",
+            "TASKAPP_RECORD_TASK_RUNTIMES": "false",
+        }
+
+    def worker_argv(self) -> list[str]:
+        argv = super().worker_argv()
+        return [a.replace("bench-taskapp@", "bench-taskapp-lean@") for a in argv]
+
+
+_PRODUCER_CONF = (
+    "broker_url",
+    "broker_transport",
+    "task_routes",
+    "task_queues",
+    "task_default_queue",
+    "task_serializer",
+    "accept_content",
+    "task_send_sent_event",
+)
+
+
+class StockSQS(Contender):
+    """Stock Celery on SQS, configured per Celery's SQS docs."""
+
+    name, queue, broker = "stock-sqs", "bstock-bench", "sqs"
+
+    def setup(self) -> None:
+        from kombu import Exchange, Queue
+        from stock_celery import QUEUE, make_app
+
+        self.app = make_app(self.broker)
+        with self.app.connection_for_write() as conn:
+            queue = Queue(QUEUE, Exchange(QUEUE), QUEUE)(conn.default_channel)
+            queue.declare()  # SQS: creates the queue, as the first send would
+            if self.broker != "sqs":
+                queue.purge()  # Redis/RabbitMQ outlive the bench: drop an earlier run's leftovers
+
+    def enqueue(self, run: str, indices: range) -> None:
+        for i in indices:
+            self.send_one(run, i, 0.0)
+
+    def send_one(self, run: str, index: int, sent_at: float) -> None:
+        self.app.send_task("bench.noop", args=(self.reports.port, run, index, sent_at))
+
+    def depth(self) -> int | None:
+        return _sqs_depth(self.queue) if self.broker == "sqs" else None
+
+    def worker_env(self) -> dict[str, str]:
+        return {**self.env, "BENCH_BROKER": self.broker}
+
+    def worker_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "stock_celery",
+            "worker",
+            f"--concurrency={CONCURRENCY}",
+            "--loglevel=WARNING",
+            "-n",
+            f"bench-{self.name}@%h",
+        ]
+
+
+class StockRedis(StockSQS):
+    name, queue, broker = "redis", "", "redis"
+
+
+class StockRabbit(StockSQS):
+    name, queue, broker = "rabbitmq", "", "amqp"
+
+
+class RawBoto3(Contender):
+    """SendMessageBatch, ReceiveMessage(10), DeleteMessageBatch: the emulator's practical limit."""
+
+    name, queue = "raw-boto3", "braw-bench"
+
+    def setup(self) -> None:
+        import boto3
+
+        self.sqs = boto3.session.Session().client("sqs")
+        self.url = self.sqs.create_queue(QueueName=self.queue)["QueueUrl"]
+
+    def enqueue(self, run: str, indices: range) -> None:
+        from raw_boto3 import body, enqueue
+
+        enqueue(self.sqs, self.url, [body(self.reports.port, run, i, 0.0) for i in indices])
+
+    def send_one(self, run: str, index: int, sent_at: float) -> None:
+        from raw_boto3 import body
+
+        self.sqs.send_message(
+            QueueUrl=self.url, MessageBody=body(self.reports.port, run, index, sent_at)
+        )
+
+    def depth(self) -> int | None:
+        return _sqs_depth(self.queue)
+
+    def worker_argv(self) -> list[str]:
+        return [sys.executable, str(BENCH / "raw_boto3.py"), self.url, str(CONCURRENCY)]
+
+
+def _sqs_depth(queue: str) -> int:
+    import boto3
+
+    sqs = boto3.session.Session().client("sqs")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def measure(contender: Contender, moto: Moto, args: argparse.Namespace) -> Result:
+    result = Result(contender.name)
+    reports = contender.reports
+    contender.setup()
+    preload, flow, latency = (f"{contender.name}-{x}" for x in ("preload", "flow", "latency"))
+    # 1. enqueue into an empty queue, nothing consuming
+    started = time.perf_counter()
+    contender.enqueue(preload, range(args.preload))
+    result.enqueue_per_s = args.preload / (time.perf_counter() - started)
+    result.preload_depth = contender.depth()
+    # 2. the worker starts on that queue and drains it (its warm-up, too)
+    contender.start_worker()
+    drained = reports.wait(preload, args.preload, DRAIN_TIMEOUT)
+    if len(drained) > 1:
+        span = drained[-1].arrived - drained[0].arrived
+        result.preload_drain_per_s = (len(drained) - 1) / span
+    time.sleep(1.0)
+    moto.take_counts()
+    # 3. sustained, end to end: ``args.tasks`` tasks, never more than ``args.depth`` outstanding
+    began, sent = time.time(), 0
+    while sent < args.tasks and time.time() - began < DRAIN_TIMEOUT:
+        count = min(BATCH, args.tasks - sent)
+        if sent + count - len(reports.runs[flow]) > args.depth:
+            reports.wait(flow, sent + count - args.depth, 0.05)
+            continue
+        contender.enqueue(flow, range(sent, sent + count))
+        sent += count
+    done = reports.wait(flow, args.tasks, DRAIN_TIMEOUT - (time.time() - began))
+    if len(done) < args.tasks:
+        result.note = f"timed out: {len(done)}/{args.tasks} tasks ran in {DRAIN_TIMEOUT:.0f}s"
+    if done:
+        result.drain_per_s = len(done) / (done[-1].arrived - began)
+    time.sleep(1.0)  # acks still being flushed belong to the run
+    counts = moto.take_counts()
+    assert contender.worker is not None
+    result.rss_mib = contender.worker.rss_mib()
+    if contender.queue:
+        result.sqs_per_task = sqs_requests(counts, contender.queue) / args.tasks
+        result.sqs_actions = by_action(counts, contender.queue)
+    if contender.sns_prefix:
+        result.sns_per_task = sns_requests(counts, contender.sns_prefix) / args.tasks
+    # 4. latency on the idle system: one task at a time
+    time.sleep(1.0)
+    latencies = []
+    for index in range(args.latency):
+        sent_at = time.time()
+        contender.send_one(latency, index, sent_at)
+        report = reports.wait_for(latency, index, 10.0)
+        if report is not None:
+            latencies.append((report.started - report.sent_at) * 1000)
+        time.sleep(0.05)
+    if latencies:
+        latencies.sort()
+        result.p50_ms = statistics.median(latencies)
+        result.p99_ms = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    return result
+
+
+def measure_idle(
+    contenders: list[Contender], results: dict[str, Result], moto: Moto, seconds: float
+) -> None:
+    time.sleep(2.0)  # the last latency samples' acks are not idle traffic
+    moto.take_counts()
+    time.sleep(seconds)
+    counts = moto.take_counts()
+    for contender in contenders:
+        if not contender.queue:
+            continue
+        per_hour = 3600 / seconds
+        result = results[contender.name]
+        result.idle_per_queue_hour = sqs_requests(counts, contender.queue) * per_hour
+        prefix = contender.queue.split("-", 1)[0] + "-"
+        mine = {k: n for k, n in counts.items() if k.split()[2].startswith(prefix)}
+        result.idle_worker_per_hour = sum(mine.values()) * per_hour
+        result.idle_calls = {_idle_label(k, prefix): n for k, n in sorted(mine.items())}
+
+
+def _idle_label(key: str, prefix: str) -> str:
+    service, action, target = key.split()
+    if target.startswith(prefix + "mon-"):
+        target = target.rsplit("-", 1)[0] + "-*"  # per-process monitoring queue
+    return f"{action} {target}"
+
+
+def _fmt(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    idle = args.idle
+    rows = [
+        (f"enqueue {args.preload} into empty queue, /s", lambda r: _fmt(r.enqueue_per_s)),
+        ("queue depth after that enqueue", lambda r: _fmt(r.preload_depth, "d")),
+        (f"drain of those {args.preload}, tasks/s", lambda r: _fmt(r.preload_drain_per_s)),
+        (f"end-to-end {args.tasks}, depth<={args.depth}, /s", lambda r: _fmt(r.drain_per_s)),
+        ("SQS requests/task (end-to-end)", lambda r: _fmt(r.sqs_per_task, ".2f")),
+        ("SNS requests/task (end-to-end)", lambda r: _fmt(r.sns_per_task, ".2f")),
+        ("p50 send->start, ms", lambda r: _fmt(r.p50_ms, ".1f")),
+        ("p99 send->start, ms", lambda r: _fmt(r.p99_ms, ".1f")),
+        (f"idle req/queue-hour ({idle:.0f}s)", lambda r: _fmt(r.idle_per_queue_hour)),
+        ("idle req/worker-hour, all queues", lambda r: _fmt(r.idle_worker_per_hour)),
+        ("worker RSS, MiB (tree)", lambda r: _fmt(r.rss_mib)),
+    ]
+    width = max(len(label) for label, _ in rows)
+    print()
+    print(" " * width + "".join(f"{r.name:>14}" for r in results))
+    for label, get in rows:
+        print(f"{label:<{width}}" + "".join(f"{get(r):>14}" for r in results))
+    for r in results:
+        if r.sqs_actions:
+            print(
+                f"  {r.name} SQS calls: "
+                + ", ".join(f"{a}={n}" for a, n in sorted(r.sqs_actions.items()))
+            )
+        if r.idle_calls:
+            print(
+                f"  {r.name} idle calls: " + ", ".join(f"{k}={n}" for k, n in r.idle_calls.items())
+            )
+        if r.note:
+            print(f"  {r.name}: {r.note}")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def print_ratios(by_name: dict[str, Result]) -> None:
+    """Ratios of taskapp (and of its SQS layer alone) to each other contender, with targets."""
+    stock, raw = by_name.get("stock-sqs"), by_name.get("raw-boto3")
+    lines: list[tuple[str, float | None, str, Any]] = []
+    for mine in ("taskapp", "taskapp-lean"):
+        ta = by_name.get(mine)
+        if ta is None:
+            continue
+        for other, target in (
+            ("stock-sqs", TARGETS["drain_vs_stock"]),
+            ("raw-boto3", TARGETS["drain_vs_raw"]),
+            ("redis", None),
+            ("rabbitmq", None),
+        ):
+            them = by_name.get(other)
+            for kind, attr in (("end-to-end", "drain_per_s"), ("drain", "preload_drain_per_s")):
+                value = _ratio(getattr(ta, attr), them and getattr(them, attr))
+                check = (lambda v, t=target: v >= t) if target else None
+                shown = f">= {target}x" if target else "(info)"
+                lines.append((f"{kind}: {mine} / {other}", value, shown, check))
+        lines += [
+            (
+                f"SQS requests/task: {mine}",
+                ta.sqs_per_task,
+                f"<= {TARGETS['requests_per_task']}",
+                lambda v: v <= TARGETS["requests_per_task"],
+            ),
+            (
+                f"idle requests/queue-hour: {mine}",
+                ta.idle_per_queue_hour,
+                f"<= {TARGETS['idle_per_queue_hour']:.0f}",
+                lambda v: v <= TARGETS["idle_per_queue_hour"],
+            ),
+            (
+                f"p50 send->start ms: {mine}",
+                ta.p50_ms,
+                f"<= {TARGETS['p50_ms']:.0f}",
+                lambda v: v <= TARGETS["p50_ms"],
+            ),
+        ]
+    if stock is not None:
+        lines.append(
+            (
+                "SQS requests/task: stock-sqs",
+                stock.sqs_per_task,
+                f">= {TARGETS['stock_requests_per_task']} expected",
+                None,
+            )
+        )
+    if raw is not None and "taskapp" in by_name:
+        lines.append(
+            (
+                "enqueue: taskapp / raw-boto3",
+                _ratio(by_name["taskapp"].enqueue_per_s, raw.enqueue_per_s),
+                "(info)",
+                None,
+            )
+        )
+    if stock is not None and "taskapp" in by_name:
+        lines.append(
+            (
+                "enqueue: taskapp / stock-sqs",
+                _ratio(by_name["taskapp"].enqueue_per_s, stock.enqueue_per_s),
+                "(info)",
+                None,
+            )
+        )
+    print()
+    for label, value, target, ok in lines:
+        verdict = "" if value is None or ok is None else ("  met" if ok(value) else "  NOT met")
+        shown = "-" if value is None else f"{value:.2f}"
+        print(f"{label:<42}{shown:>10}   target {target}{verdict}")
+
+
+def environment(moto_url: str | None, workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TASKAPP_QUEUE_PREFIX": "bta-",
+            "TASKAPP_BUCKET": "bta-bucket",
+            "TASKAPP_DATABASE_URL": f"sqlite:///{workdir}/taskapp.db",
+            "BENCH_REGISTER_ON_TASKAPP": "1",
+            "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT), env.get("PYTHONPATH", "")]),
+        }
+    )
+    for name in ("TASKAPP_PREDEFINED_QUEUES", "TASKAPP_WAIT_TIME_SECONDS", "AWS_REGION"):
+        env.pop(name, None)
+    if moto_url:
+        env["AWS_ENDPOINT_URL"] = moto_url
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks of the end-to-end run")
+    parser.add_argument("--depth", type=int, default=100, help="most tasks outstanding in it")
+    parser.add_argument("--preload", type=int, default=200, help="tasks of the enqueue/drain")
+    parser.add_argument("--latency", type=int, default=50, help="latency samples per contender")
+    parser.add_argument("--idle", type=float, default=90.0, help="seconds of the idle window")
+    parser.add_argument("--skip", default="", help="comma-separated contenders to leave out")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    began = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    moto = Moto(environment(None, workdir))
+    try:
+        os.environ.update(environment(moto.start(), workdir))
+        sys.path[:0] = [str(BENCH), str(ROOT)]
+        import throughput_tasks  # noqa: F401  (registers bench.noop on taskapp's app)
+
+        reports = Reports()
+        kinds = [Taskapp, TaskappLean, StockSQS, RawBoto3, StockRedis, StockRabbit]
+        contenders = [k(dict(os.environ), reports) for k in kinds if k.name not in skip]
+        results: dict[str, Result] = {}
+        for contender in contenders:
+            if time.monotonic() - began > DEADLINE - args.idle - 60:
+                print(f"skipping {contender.name}: out of time", flush=True)
+                continue
+            print(f"measuring {contender.name} ...", flush=True)
+            results[contender.name] = measure(contender, moto, args)
+        measured = [c for c in contenders if c.name in results]
+        print(f"idle window: {args.idle:.0f}s with every worker idle ...", flush=True)
+        measure_idle(measured, results, moto, args.idle)
+        ordered = [results[c.name] for c in measured]
+        print(
+            f"\nno-op tasks, worker concurrency {CONCURRENCY} for every contender. Queue depths "
+            f"(moto scans the whole queue per call): the enqueue/drain runs go 0 -> {args.preload}"
+            f" -> 0; the end-to-end run of {args.tasks} keeps at most {args.depth} outstanding."
+        )
+        print_table(ordered, args)
+        print_ratios(results)
+        OUT.mkdir(exist_ok=True)
+        (OUT / "throughput.json").write_text(json.dumps([r.__dict__ for r in ordered], indent=2))
+        print(f"\ntotal {time.monotonic() - began:.0f}s; logs in {OUT}")
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    main()
