@@ -21,6 +21,7 @@ message, or a failed delete would leave a redelivered pointer to nothing.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -161,6 +162,17 @@ class AckBatcher:
 
 _LIVE: weakref.WeakSet[AckBatcher] = weakref.WeakSet()
 _CREATE_LOCK = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    # A forked pool process inherits copies of the parent's batchers (and maybe a held lock):
+    # they are the parent's to flush, never the child's.
+    global _CREATE_LOCK
+    _LIVE.clear()
+    _CREATE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @atexit.register
