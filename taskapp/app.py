@@ -142,13 +142,13 @@ class TaskappTask(Task):
         raise Ignore()
 
 
-app = Celery("taskapp", task_cls=TaskappTask)
 def _sign_messages(sender: Any, **_: Any) -> None:
     """With TASKAPP_SIGNING_* set, register Celery's signing serializer (JSON inside)."""
     if sender.conf.task_serializer == "auth":
         sender.setup_security(allowed_serializers=["json"], serializer="json")
 
 
+app = Celery("taskapp", task_cls=TaskappTask)
 app.on_after_configure.connect(_sign_messages, weak=False)
 app.config_from_object("config.celery")
 app.autodiscover_tasks(FAMILY_PACKAGES)

@@ -18,6 +18,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from taskapp.queues import FIFO_SUFFIX
+
 __all__ = [
     "MAX_DELAY_SECONDS",
     "remaining_seconds",
@@ -51,7 +53,7 @@ def apply_native_delay(
     headers: dict[str, Any], properties: dict[str, Any], queue: str, hop: int
 ) -> None:
     """Set ``DelaySeconds`` on an outgoing task message that carries an ETA (standard queues)."""
-    if queue.endswith(".fifo") or "DelaySeconds" in properties:
+    if queue.endswith(FIFO_SUFFIX) or "DelaySeconds" in properties:
         return
     remaining = remaining_seconds(headers.get("eta"))
     if remaining > 0:
@@ -64,7 +66,7 @@ def apply_fifo_defaults(headers: dict[str, Any], properties: dict[str, Any], que
     The attempt number is part of the id: a retry re-publishes the same task id, and SQS would
     otherwise drop it as a duplicate within its five-minute window.
     """
-    if not queue.endswith(".fifo") or properties.get("MessageDeduplicationId"):
+    if not queue.endswith(FIFO_SUFFIX) or properties.get("MessageDeduplicationId"):
         return
     key = headers.get("idempotency_key") or headers.get("id")
     properties["MessageDeduplicationId"] = f"{key}:{headers.get('retries') or 0}"

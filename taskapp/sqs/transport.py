@@ -31,6 +31,7 @@ from kombu.log import get_logger
 from kombu.transport import SQS
 from kombu.utils.encoding import bytes_to_str
 
+from taskapp.queues import FIFO_SUFFIX
 from taskapp.sqs.batching import AckBatchMixin
 from taskapp.sqs.claimcheck import offloader, pointer_of
 from taskapp.sqs.delay import DUE_SLACK, MAX_DELAY_SECONDS, delay_for, remaining_seconds
@@ -120,7 +121,7 @@ class Channel(AckBatchMixin, SQS.Channel):
 
     def _hop(self, queue_url: str, qname: str, message: dict[str, Any]) -> bool:
         """Re-publish ``message`` for its next hop if its ETA is still ahead; True if it was."""
-        if qname.endswith(".fifo"):
+        if qname.endswith(FIFO_SUFFIX):
             return False
         text = bytes_to_str(self._decode_python_message_body(message["Body"]))
         headers = self._prepare_json_payload(text).get("headers") or {}
