@@ -95,41 +95,63 @@ def mad(a: bytes, b: bytes) -> float:
     return sum((i % 256) * n for i, n in enumerate(histogram)) / (x.width * x.height * 3)
 
 
-def decode_cost(data: bytes, scale: int, rounds: int = 5) -> float:
-    """Best-of time to decode ``data`` at 1/``scale`` with a JPEG draft."""
+def best_ms(action, rounds: int = 7) -> float:
+    """Best-of wall time of ``action()`` in milliseconds (the CPU cost without other load)."""
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
-        image = Image.open(io.BytesIO(data))
-        image.draft(None, (WIDTH // scale, HEIGHT // scale))
-        image.load()
+        action()
         best = min(best, time.perf_counter() - start)
-    return best
+    return best * 1000
+
+
+def draft_decode(data: bytes, scale: int) -> None:
+    image = Image.open(io.BytesIO(data))
+    image.draft(None, (WIDTH // scale, HEIGHT // scale))
+    image.load()
+
+
+def breakdown(data: bytes, sizes: list[int]) -> dict[str, float]:
+    """Where our time goes for ``sizes``, against the naive pipeline on the same image."""
+    fmt = pipeline.output_formats()["jpeg"]
+    decoded = pipeline.decode(data, max_pixels=MAX_PIXELS, largest=max(sizes))
+    plan = [(size, fmt) for size in sizes]
+    return {
+        "naive": best_ms(lambda: naive(data, sizes, dict(fmt.options))),
+        "decode": best_ms(lambda: pipeline.decode(data, max_pixels=MAX_PIXELS, largest=max(sizes))),
+        "render": best_ms(lambda: pipeline.render(decoded, plan)),
+        "eighth": best_ms(lambda: draft_decode(data, 8)),
+        "full": best_ms(lambda: draft_decode(data, 1)),
+    }
 
 
 def compare(images: list[bytes], sizes: list[int], rounds: int) -> dict:
-    """Time both pipelines on every image, alternating, ``rounds`` times; compare the outputs."""
+    """Time both pipelines on every image ``rounds`` times; compare their outputs pixel by pixel."""
     fmt = pipeline.output_formats()["jpeg"]
     options = dict(fmt.options)
     diffs: list[float] = []
     for data in images:  # warm-up, and the pixel comparison
         pairs = zip(naive(data, sizes, options), ours(data, sizes, fmt), strict=True)
         diffs += [mad(a, b) for a, b in pairs]
-    # per image: (naive seconds, ours seconds), one entry per round
-    times: list[tuple[list[float], list[float]]] = [([], []) for _ in images]
-    for _ in range(rounds):
-        for data, (naive_t, ours_t) in zip(images, times, strict=True):
-            start = time.perf_counter()
-            naive(data, sizes, options)
-            middle = time.perf_counter()
-            ours(data, sizes, fmt)
-            ours_t.append(time.perf_counter() - middle)
-            naive_t.append(middle - start)
+    # Each round runs one pipeline over every image, then the other (which goes first
+    # alternates), so each runs after itself, as in a worker: run image by image, ours paid for
+    # the caches and heap naive's full-size decodes had just churned (~10% here).
+    runs = {
+        "naive": lambda data: naive(data, sizes, options),
+        "ours": lambda data: ours(data, sizes, fmt),
+    }
+    times: dict[str, list[list[float]]] = {name: [[] for _ in images] for name in runs}
+    for round_ in range(rounds):
+        for name in sorted(runs, reverse=bool(round_ % 2)):
+            for data, seconds in zip(images, times[name], strict=True):
+                start = time.perf_counter()
+                runs[name](data)
+                seconds.append(time.perf_counter() - start)
     # Other processes share this CPU: the median is what we saw, best-of is the CPU cost.
-    naive_median = sum(statistics.median(n) for n, _ in times)
-    ours_median = sum(statistics.median(o) for _, o in times)
-    naive_best = sum(min(n) for n, _ in times)
-    ours_best = sum(min(o) for _, o in times)
+    naive_median = sum(map(statistics.median, times["naive"]))
+    ours_median = sum(map(statistics.median, times["ours"]))
+    naive_best = sum(map(min, times["naive"]))
+    ours_best = sum(map(min, times["ours"]))
     return {
         "naive_ips": len(images) / naive_median,
         "ours_ips": len(images) / ours_median,
@@ -207,11 +229,19 @@ def main() -> None:
         "(the CPU cost without other load). Targets: ratio >= 3x, MAD max <= 2."
     )
 
-    full, eighth = decode_cost(images[0], 1), decode_cost(images[0], 8)
+    # The 3x target is bounded by libjpeg: a draft decode at 1/8 scale still entropy-decodes
+    # every coefficient, so it costs a large share of a full decode. Naive pays that floor once
+    # per size; we pay it once. Printed so that the bound is measured, not asserted.
+    for sizes in size_sets:
+        b = breakdown(images[0], sizes)
+        print(
+            f"{','.join(map(str, sizes))}: ours = decode {b['decode']:.0f} ms + resize/encode "
+            f"{b['render']:.0f} ms; naive {b['naive']:.0f} ms; ratio bound with free "
+            f"resize/encode {b['naive'] / b['decode']:.2f}x"
+        )
     print(
-        f"why ~3x is the ceiling: a 1/8-scale JPEG draft decode still costs {eighth / full:.0%} "
-        f"of a full decode ({eighth * 1000:.0f} vs {full * 1000:.0f} ms; entropy decoding is "
-        "not scaled), and naive thumbnail() already drafts, so ours saves the repeated decodes."
+        f"libjpeg floor: a 1/8-scale draft decode costs {b['eighth']:.0f} ms, "
+        f"{b['eighth'] / b['full']:.0%} of a full decode ({b['full']:.0f} ms)"
     )
 
     path = Path("/tmp") / f"taskapp-bench-12mp-{time.time_ns()}.jpg"
