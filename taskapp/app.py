@@ -98,14 +98,14 @@ class TaskappTask(Task):
             self._come_back_later(args, kwargs, claim.wait_seconds)
         # A dict, not the key: Celery copies the request into an inner context for run(), and
         # retry() there must mark the claim released for this frame too.
-        self.request.taskapp_claim = {"key": key}
+        self.request.taskapp_claim = {"key": key, "owner": claim.owner}
         if self._is_stale(eng):
             stale = {
                 "stale": True,
                 "entity": self.request.entity,
                 "version": self.request.entity_version,
             }
-            idempotency.complete(eng, key, stale)
+            idempotency.complete(eng, key, stale, claim.owner)
             self.update_state(state="STALE", meta=stale)
             raise Ignore()
         try:
@@ -113,7 +113,7 @@ class TaskappTask(Task):
         except BaseException:
             self._release_claim()
             raise
-        idempotency.complete(eng, key, result)
+        idempotency.complete(eng, key, result, claim.owner)
         return result
 
     def _release_claim(self) -> None:
@@ -124,7 +124,7 @@ class TaskappTask(Task):
             from taskapp import idempotency
             from taskapp.db import engine
 
-            idempotency.release(engine(), key)
+            idempotency.release(engine(), key, holder.pop("owner", None))
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         # Release before Celery publishes the retry: its message may be received (and claim

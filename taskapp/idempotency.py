@@ -5,20 +5,43 @@ SQS delivers at least once. Before a task runs, its key (the task id, or the cal
 hard time limit. A second delivery of a finished key returns the stored result without running
 the task again; a delivery that finds a live lease waits for it; a lease left by a crashed worker
 expires, so the work is finished by whoever comes next.
+
+Each claim carries an owner token. Completing or releasing a key only touches the caller's own
+claim: a holder that outlived its lease (and was taken over) cannot delete its successor's claim
+and so let a third delivery in.
+
+Task bodies get this from ``TaskappTask``; code that must be exactly-once outside a task body
+(``taskapp.email.service``, which the CLI also calls) uses ``held()`` under its own key.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, Column, Engine, Float, String, Table, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from taskapp.db import metadata
 
-__all__ = ["idempotency_keys", "Claim", "claim", "complete", "release", "expire"]
+__all__ = [
+    "idempotency_keys",
+    "Claim",
+    "Held",
+    "KeyBusy",
+    "claim",
+    "complete",
+    "release",
+    "held",
+    "expire",
+]
+
+logger = logging.getLogger(__name__)
 
 RUNNING, DONE = "running", "done"
 
@@ -32,6 +55,7 @@ idempotency_keys = Table(
     Column("lease_until", Float, nullable=False),
     Column("updated_at", Float, nullable=False, index=True),
     Column("result", JSON),
+    Column("owner", String(32)),  # the claim's holder; NULL on rows older than platform_0003
 )
 
 
@@ -43,12 +67,15 @@ class Claim:
     done: bool = False
     result: Any = None
     wait_seconds: float = 0.0
+    #: The token that completes or releases an acquired claim.
+    owner: str | None = None
 
 
 def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Claim:
     """Take the lease on ``key``, or report that it is done or held by a live lease."""
-    now = time.time()
+    now, owner = time.time(), uuid.uuid4().hex
     row = {
+        "owner": owner,
         "key": key,
         "task_name": task_name,
         "state": RUNNING,
@@ -59,7 +86,7 @@ def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Cla
     try:
         with engine.begin() as conn:
             conn.execute(insert(idempotency_keys).values(row))
-        return Claim(acquired=True)
+        return Claim(acquired=True, owner=owner)
     except IntegrityError:
         pass
     with engine.begin() as conn:
@@ -79,31 +106,95 @@ def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Cla
                 idempotency_keys.c.state == RUNNING,
                 idempotency_keys.c.lease_until < now,
             )
-            .values(lease_until=now + lease_seconds, updated_at=now)
+            .values(lease_until=now + lease_seconds, updated_at=now, owner=owner)
         ).rowcount
     if taken:
-        return Claim(acquired=True)
+        return Claim(acquired=True, owner=owner)
     return Claim(acquired=False, wait_seconds=max(current.lease_until - now, 0.0))
 
 
-def complete(engine: Engine, key: str, result: Any) -> None:
-    """Record ``key`` as done with its (JSON-serializable) result."""
+def complete(engine: Engine, key: str, result: Any, owner: str | None = None) -> bool:
+    """Record ``key`` as done with its (JSON-serializable) result; False if the claim was lost.
+
+    With ``owner``, only that claim is completed (it may have been taken over meanwhile).
+    """
     with engine.begin() as conn:
-        conn.execute(
-            update(idempotency_keys)
-            .where(idempotency_keys.c.key == key)
-            .values(state=DONE, result=result, updated_at=time.time())
+        return bool(
+            conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == key, *_owned_by(owner))
+                .values(state=DONE, result=result, updated_at=time.time())
+            ).rowcount
         )
 
 
-def release(engine: Engine, key: str) -> None:
+def release(engine: Engine, key: str, owner: str | None = None) -> None:
     """Give up the lease after a failure, so a retry or redelivery can claim the key."""
     with engine.begin() as conn:
         conn.execute(
             delete(idempotency_keys).where(
-                idempotency_keys.c.key == key, idempotency_keys.c.state == RUNNING
+                idempotency_keys.c.key == key,
+                idempotency_keys.c.state == RUNNING,
+                *_owned_by(owner),
             )
         )
+
+
+def _owned_by(owner: str | None) -> list[Any]:
+    return [] if owner is None else [idempotency_keys.c.owner == owner]
+
+
+class KeyBusy(Exception):
+    """Another holder has a live lease on the key."""
+
+    def __init__(self, key: str, wait_seconds: float) -> None:
+        super().__init__(f"{key!r} is held by another delivery for {wait_seconds:.0f}s more")
+        self.wait_seconds = wait_seconds
+
+
+@dataclass
+class Held:
+    """A claim held by ``held()``: the stored result if the key is done, else ours to set."""
+
+    key: str
+    done: bool
+    result: Any = None
+
+
+@contextmanager
+def held(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Iterator[Held]:
+    """Run the block at most once per ``key``: set ``Held.result`` in it to record the key done.
+
+    A done key yields ``done=True`` with the stored result (the block must not redo the work);
+    a live lease raises ``KeyBusy``. An exception, or leaving ``result`` unset, releases the
+    claim. If recording fails after the work is done, the claim stays and blocks duplicates for
+    its lease: failing now would only invite a repeat.
+    """
+    current = claim(engine, key, task_name, lease_seconds)
+    if current.done:
+        yield Held(key, done=True, result=current.result)
+        return
+    if not current.acquired:
+        raise KeyBusy(key, current.wait_seconds)
+    state = Held(key, done=False)
+    try:
+        yield state
+    except BaseException:
+        _release_quietly(engine, key, current.owner)
+        raise
+    if state.result is None:
+        _release_quietly(engine, key, current.owner)
+        return
+    try:
+        if not complete(engine, key, state.result, current.owner):
+            logger.warning("idempotency key=%s was taken over before it was recorded", key)
+    except OperationalError as exc:
+        logger.warning("idempotency key=%s could not be recorded: %s", key, exc.orig)
+
+
+def _release_quietly(engine: Engine, key: str, owner: str | None) -> None:
+    with suppress(OperationalError):  # the claim expires after its lease anyway
+        release(engine, key, owner)
 
 
 def expire(engine: Engine, older_than_seconds: float) -> int:

@@ -169,6 +169,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield from _postgres_database(upgrade)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database with no migrations applied (for migration tests), on both backends."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/blank.db"
+        return
+    yield from _postgres_database(lambda url: None)
+
+
 def _postgres_database(upgrade: Any) -> Iterator[str]:
     from sqlalchemy import create_engine, text
 

@@ -8,17 +8,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from config.settings import Settings, load_settings
+from taskapp import idempotency
 from taskapp.db import engine
 from taskapp.email import attachments as attachment_store
-from taskapp.email import ledger
 from taskapp.email.backends import Backend, backend_for
 from taskapp.email.compose import compose, sender_address
-from taskapp.email.errors import TooManyRecipients
+from taskapp.email.errors import DeliveryDeferred, SendInProgress, TooManyRecipients
 from taskapp.email.request import EmailRequest, check_idempotency_key
 from taskapp.email.templates import render
 
-__all__ = ["send", "deliver"]
+__all__ = ["send", "deliver", "LEDGER_PREFIX"]
+
+#: Sends are recorded in ``taskapp.idempotency`` as ``email.send:<idempotency key>``, like the
+#: platform's own ``<task name>:<key>``; the email.send task opts out of the platform claim.
+LEDGER_PREFIX = "email.send:"
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +44,18 @@ def send(
     """
     settings = settings or load_settings()
     key = check_idempotency_key(idempotency_key)
-    with ledger.claim(engine(settings.database_url), key, lease=lease) as claim:
-        if claim.already_sent:
-            logger.info("email already sent, not sending again key=%s", key)
-            return dict(claim.result or {})
-        claim.result = deliver(request, idempotency_key=key, settings=settings, backend=backend)
+    try:
+        with idempotency.held(
+            engine(settings.database_url), LEDGER_PREFIX + key, "email.send", lease
+        ) as claim:
+            if claim.done:
+                logger.info("email already sent, not sending again key=%s", key)
+                return dict(claim.result or {})
+            claim.result = deliver(request, idempotency_key=key, settings=settings, backend=backend)
+    except idempotency.KeyBusy as exc:
+        raise SendInProgress(f"another delivery of {key!r} is sending it now") from exc
+    except OperationalError as exc:
+        raise DeliveryDeferred(f"idempotency keys: database unavailable: {exc.orig}") from None
     return dict(claim.result)
 
 
@@ -53,7 +66,7 @@ def deliver(
     settings: Settings,
     backend: Backend | None = None,
 ) -> dict[str, Any]:
-    """Render, compose and hand ``request`` to the backend (no ledger): one delivery."""
+    """Render, compose and hand ``request`` to the backend (no idempotency claim): one delivery."""
     backend = backend or backend_for(settings)
     limit = backend.max_recipients
     if limit is not None and len(request.recipients) > limit:

@@ -15,7 +15,7 @@ from taskapp.errors import PermanentError, RetryableError
 __all__ = ["send_email", "send_bulk"]
 
 SEND_TIME_LIMIT = 45
-#: A claim outlives the hard time limit, so a running send is never doubled (see ledger.py).
+#: A claim outlives the hard time limit, so a running send is never doubled (taskapp.idempotency).
 SEND_LEASE = SEND_TIME_LIMIT + 15
 
 
@@ -32,8 +32,8 @@ SEND_LEASE = SEND_TIME_LIMIT + 15
     max_retries=10,
     soft_time_limit=30,
     time_limit=SEND_TIME_LIMIT,
-    # The email service keeps its own ledger (service.send): the key also fixes the
-    # Message-ID, and the CLI calls the service without Celery. One ledger is enough.
+    # service.send claims the key itself (taskapp.idempotency.held, as email.send:<key>):
+    # the key also fixes the Message-ID, and the CLI calls the service without Celery.
     idempotent=False,
 )
 def send_email(

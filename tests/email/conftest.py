@@ -17,7 +17,7 @@ from tests.email.smtp_server import TestSMTPServer, TLSFiles, make_tls_files
 
 @pytest.fixture(scope="session", autouse=True)
 def email_db() -> None:
-    """The session database with every migration applied (the ledger table among them)."""
+    """The session database with every migration applied (idempotency keys among them)."""
     from taskapp.db import upgrade
 
     upgrade()

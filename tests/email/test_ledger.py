@@ -1,66 +1,112 @@
-"""The sent-email ledger on SQLite and PostgreSQL: once sent, a key is never sent again."""
+"""Sent emails are recorded in the platform's idempotency keys, on SQLite and PostgreSQL.
+
+The claim/lease/fencing rules themselves are tested in tests/unit/test_idempotency.py; here:
+what the email service makes of them, and the migration of the old email_sends ledger.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import dataclasses
+from datetime import datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from alembic import command
+from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, insert, inspect, select
 
-from taskapp.db import engine
-from taskapp.email.errors import DeliveryRejected, SendInProgress
-from taskapp.email.ledger import SENDING, SENT, claim, email_sends
-
-
-def rows(url: str) -> list[tuple[str, str]]:
-    with engine(url).connect() as conn:
-        return [(r.idempotency_key, r.status) for r in conn.execute(select(email_sends))]
+from taskapp import idempotency
+from taskapp.db import alembic_config, engine
+from taskapp.email import service
+from taskapp.email.errors import SendInProgress
+from taskapp.email.request import EmailRequest
 
 
-def test_a_recorded_send_is_returned_not_repeated(database_url: str) -> None:
+def test_a_send_under_a_held_key_is_refused_as_in_progress(
+    database_url: str, settings: Any
+) -> None:
     eng = engine(database_url)
-    # given a send recorded under key k
-    with claim(eng, "k", lease=60) as first:
-        assert not first.already_sent
-        first.result = {"message_id": "<m@x>"}
-    # when the key is claimed again
-    with claim(eng, "k", lease=60) as again:
-        # then the stored result comes back and nothing is to be sent
-        assert again.already_sent and again.result == {"message_id": "<m@x>"}
-    assert rows(database_url) == [("k", SENT)]
+    # given another delivery holds the key k
+    assert idempotency.claim(eng, service.LEDGER_PREFIX + "k", "email.send", 60).acquired
+    # when the same key is sent, then it is a retryable "in progress", and nothing is sent
+    request = EmailRequest.build("ann@example.com", "Hi", body="hi")
+    with pytest.raises(SendInProgress, match="another delivery of 'k'"):
+        service.send(
+            request,
+            idempotency_key="k",
+            lease=60,
+            settings=dataclasses.replace(settings, database_url=database_url),
+            backend=NoBackend(),  # type: ignore[arg-type]
+        )
 
 
-def test_a_live_claim_blocks_a_second_delivery(database_url: str) -> None:
-    eng = engine(database_url)
-    with claim(eng, "k", lease=60) as first:
-        with pytest.raises(SendInProgress), claim(eng, "k", lease=60):
-            pass
-        first.result = {"ok": True}
-    assert rows(database_url) == [("k", SENT)]
+class NoBackend:
+    """A backend that fails the test if anything reaches it."""
+
+    name, max_recipients = "none", None
+
+    def send(self, composed: object) -> object:
+        raise AssertionError("the email was sent")
 
 
-def test_an_expired_claim_is_taken_over(database_url: str) -> None:
-    eng = engine(database_url)
-    # given a claim left by a worker that died mid-send five minutes ago
-    dead = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=5)
+LEGACY = Table(
+    "email_sends",
+    MetaData(),
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("status", String(16)),
+    Column("owner", String(36)),
+    Column("claimed_at", DateTime()),
+    Column("sent_at", DateTime()),
+    Column("result", JSON()),
+)
+
+
+def test_migration_carries_sent_keys_over_and_back(blank_database_url: str) -> None:
+    # given a database at the old ledger, with one sent and one in-flight email
+    cfg = alembic_config(blank_database_url)
+    command.upgrade(cfg, "email_0001")
+    command.upgrade(cfg, "platform_0002")
+    eng = engine(blank_database_url)
+    claimed, sent = datetime(2026, 11, 30, 12, 0), datetime(2026, 11, 30, 12, 0, 2)
     with eng.begin() as conn:
         conn.execute(
-            insert(email_sends).values(
-                idempotency_key="k", status=SENDING, owner="dead-worker", claimed_at=dead
-            )
+            insert(LEGACY),
+            [
+                {
+                    "idempotency_key": "receipt-1",
+                    "status": "sent",
+                    "owner": "a" * 32,
+                    "claimed_at": claimed,
+                    "sent_at": sent,
+                    "result": {"message_id": "<m1@x>"},
+                },
+                {
+                    "idempotency_key": "receipt-2",
+                    "status": "sending",
+                    "owner": "b" * 32,
+                    "claimed_at": claimed,
+                    "sent_at": None,
+                    "result": None,
+                },
+            ],
         )
-    # when another delivery claims the key, it takes over and sends
-    with claim(eng, "k", lease=60) as taken:
-        assert not taken.already_sent
-        taken.result = {"ok": True}
-    # then the send is recorded under the new owner
-    assert rows(database_url) == [("k", SENT)]
-
-
-def test_a_failed_send_releases_its_claim(database_url: str) -> None:
-    eng = engine(database_url)
-    with pytest.raises(DeliveryRejected), claim(eng, "k", lease=60):
-        raise DeliveryRejected("smtp: 550")
-    assert rows(database_url) == []
-    with claim(eng, "k", lease=60) as retry:
-        assert not retry.already_sent
+    # when every migration is applied
+    command.upgrade(cfg, "heads")
+    # then the sent key is done with its result, the in-flight one still blocks, the table is gone
+    done = idempotency.claim(eng, "email.send:receipt-1", "email.send", 60)
+    assert done.done and done.result == {"message_id": "<m1@x>"}
+    with eng.connect() as conn:
+        moved = conn.execute(
+            select(
+                idempotency.idempotency_keys.c.state, idempotency.idempotency_keys.c.updated_at
+            ).where(idempotency.idempotency_keys.c.key == "email.send:receipt-2")
+        ).one()
+    assert moved.state == "running"
+    assert "email_sends" not in inspect(eng).get_table_names()
+    # and downgrading restores the old ledger with both rows
+    command.downgrade(cfg, "email_0001")
+    with eng.connect() as conn:
+        back = conn.execute(select(LEGACY.c.idempotency_key, LEGACY.c.status, LEGACY.c.result))
+        assert sorted(back) == [
+            ("receipt-1", "sent", {"message_id": "<m1@x>"}),
+            ("receipt-2", "sending", None),
+        ]

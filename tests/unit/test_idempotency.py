@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from taskapp import idempotency
 from taskapp.db import engine
 
@@ -46,6 +48,48 @@ def test_expire_removes_only_old_finished_keys(database_url: str) -> None:
     time.sleep(0.2)
     assert idempotency.expire(eng, older_than_seconds=0.1) == 1
     assert idempotency.claim(eng, "running", "t", 60).wait_seconds > 0
+
+
+def test_a_taken_over_holder_cannot_complete_or_release_its_successors_claim(
+    database_url: str,
+) -> None:
+    eng = engine(database_url)
+    # given a slow holder whose lease ran out, and a successor that took the key over
+    slow = idempotency.claim(eng, "k5", "t", 0.2)
+    time.sleep(0.3)
+    successor = idempotency.claim(eng, "k5", "t", 60)
+    assert slow.acquired and successor.acquired and slow.owner != successor.owner
+    # when the slow holder fails (release) or finishes (complete) late
+    idempotency.release(eng, "k5", slow.owner)
+    assert not idempotency.complete(eng, "k5", "late", slow.owner)
+    # then the successor's claim is intact: a third delivery still waits, and it completes
+    assert idempotency.claim(eng, "k5", "t", 60).wait_seconds > 0
+    assert idempotency.complete(eng, "k5", "ours", successor.owner)
+    assert idempotency.claim(eng, "k5", "t", 60).result == "ours"
+
+
+def test_held_runs_the_block_once_and_then_returns_the_stored_result(database_url: str) -> None:
+    eng = engine(database_url)
+    with idempotency.held(eng, "k6", "t", 60) as first:
+        assert not first.done
+        first.result = {"sent": 1}
+    with idempotency.held(eng, "k6", "t", 60) as again:
+        assert again.done and again.result == {"sent": 1}
+
+
+def test_held_refuses_a_live_lease_and_releases_on_error_or_no_result(database_url: str) -> None:
+    eng = engine(database_url)
+    # given a block holding k7, a second one for k7 is refused while it runs
+    with (
+        idempotency.held(eng, "k7", "t", 60),
+        pytest.raises(idempotency.KeyBusy, match="'k7' is held"),
+        idempotency.held(eng, "k7", "t", 60),
+    ):
+        pass  # pragma: no cover - not entered
+    # leaving the block without a result released the claim: so does an exception
+    with pytest.raises(RuntimeError), idempotency.held(eng, "k7", "t", 60):
+        raise RuntimeError("provider down")
+    assert idempotency.claim(eng, "k7", "t", 60).acquired
 
 
 def test_entity_versions_only_move_forward(database_url: str) -> None:

@@ -14,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Create email_sends (mirrors ``taskapp.email.ledger.email_sends``)."""
+    """Create email_sends (the ledger until email_0002 moved it into idempotency_keys)."""
     op.create_table(
         "email_sends",
         sa.Column("idempotency_key", sa.String(255), nullable=False),
