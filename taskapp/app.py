@@ -113,7 +113,11 @@ class TaskappTask(Task):
         except BaseException:
             self._release_claim()
             raise
-        idempotency.complete(eng, key, result, claim.owner)
+        if not idempotency.complete(eng, key, result, claim.owner):
+            # Our lease ran out mid-run and another delivery took the key over: it runs too.
+            logger.warning(
+                "%s outlived its idempotency lease; key=%s was taken over", self.name, key
+            )
         return result
 
     def _release_claim(self) -> None:
