@@ -33,8 +33,8 @@ What this module changes (kombu 5.7 already ships SNS-backed fan-out: ``supports
    subscriptions when they are deleted by kombu or when the process exits cleanly
    (``atexit``). A fresh random name per declaration matters on AWS, which refuses to re-create
    a deleted queue's name for 60 seconds. While a process consumes from one, it refreshes a
-   ``taskapp:lease`` tag (at most once a minute); :func:`sweep_stale` deletes those whose lease
-   ran out (crashed processes).
+   ``taskapp:lease`` tag (at most once a minute); ``taskapp.sqs.sweep.sweep_stale`` deletes
+   those whose lease ran out (crashed processes).
 5. Task events can be sampled (``event_sample_rate`` transport option, from
    ``TASKAPP_EVENT_SAMPLE_RATE``): a task's events are all kept or all dropped, decided by a
    hash of its id, so every process agrees. Worker events (heartbeats) are always sent.
@@ -61,7 +61,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,10 +78,10 @@ __all__ = [
     "Transport",
     "EPHEMERAL_INFIX",
     "LEASE_TAG",
-    "SweepReport",
     "ephemeral_kind",
     "keeps_task_event",
-    "sweep_stale",
+    "queue_is_missing",
+    "QUICK_CALLS",
 ]
 
 logger = get_logger(__name__)
@@ -105,7 +105,7 @@ _EVENT_QUEUE = re.compile(r"^celeryev\.[0-9a-f-]{36}$")  # celery EventReceiver
 _REPLY_EXCHANGE = re.compile(r"^reply\.[^.]+\.pidbox$")
 _QUEUE_MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 # Cleanup at exit and in the sweeper must not hang on an endpoint that is gone.
-_SHORT = Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2})
+QUICK_CALLS = Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2})
 
 
 def ephemeral_kind(kombu_name: str) -> str | None:
@@ -132,7 +132,7 @@ def keeps_task_event(task_id: str | None, rate: float) -> bool:
         return True
 
 
-def _is_missing(exc: ClientError) -> bool:
+def queue_is_missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in _QUEUE_MISSING
 
 
@@ -200,7 +200,7 @@ def _delete_owned(sqs: Any, sns: Callable[[], Any], name: str, owned: _Owned) ->
     except EndpointConnectionError:
         raise
     except ClientError as exc:
-        if not _is_missing(exc):
+        if not queue_is_missing(exc):
             logger.warning("could not delete queue %s: %s", name, exc)
     except BotoCoreError as exc:
         logger.warning("could not delete queue %s: %s", name, exc)
@@ -300,7 +300,7 @@ class Channel(transport.Channel):
         try:
             url = self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
-            if _is_missing(exc):
+            if queue_is_missing(exc):
                 raise DoesNotExistQueueException(f"Queue '{name}' doesn't exist") from None
             raise
         self._queue_cache[name] = url
@@ -338,7 +338,7 @@ class Channel(transport.Channel):
             region=self.region,
             access_key_id=self.conninfo.userid,
             secret_access_key=self.conninfo.password,
-            config=_SHORT,
+            config=QUICK_CALLS,
         )
 
     def _delete(self, queue, exchange=None, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -474,7 +474,7 @@ class Channel(transport.Channel):
         except DoesNotExistQueueException:
             logger.debug("reply queue %s is gone, reply dropped", queue)
         except ClientError as exc:
-            if not _is_missing(exc):
+            if not queue_is_missing(exc):
                 raise
             self._queue_cache.pop(queue, None)
             logger.debug("reply queue %s is gone, reply dropped", queue)
@@ -498,106 +498,3 @@ class Transport(transport.Transport):
     implements = transport.Transport.implements.extend(
         exchange_type=frozenset(["direct", "topic", "fanout"]),
     )
-
-
-# -- sweeper -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    """What :func:`sweep_stale` removed."""
-
-    queues: tuple[str, ...]
-    subscriptions: tuple[str, ...]
-
-
-def _ephemeral_queue_urls(sqs: Any, prefix: str) -> list[str]:
-    urls: list[str] = []
-    kwargs: dict[str, Any] = {"QueueNamePrefix": prefix + EPHEMERAL_INFIX, "MaxResults": 1000}
-    while True:
-        resp = sqs.list_queues(**kwargs)
-        urls += resp.get("QueueUrls", [])
-        if not resp.get("NextToken"):
-            return urls
-        kwargs["NextToken"] = resp["NextToken"]
-
-
-def _lease(sqs: Any, url: str) -> float | None:
-    try:
-        tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
-        if LEASE_TAG in tags:
-            return float(tags[LEASE_TAG])
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["CreatedTimestamp"])
-        return float(attrs["Attributes"]["CreatedTimestamp"])
-    except ClientError as exc:
-        if _is_missing(exc):
-            return None
-        raise
-
-
-def _monitoring_topics(sns: Any, prefix: str) -> list[str]:
-    wanted = {prefix + "celeryev", prefix + "celery-pidbox"}
-    arns = []
-    for page in sns.get_paginator("list_topics").paginate():
-        topics = [t["TopicArn"] for t in page.get("Topics", [])]
-        arns += [arn for arn in topics if arn.split(":")[-1] in wanted]
-    return arns
-
-
-def _orphan_subscriptions(
-    sns: Any, sqs: Any, topics: Iterable[str], prefix: str, deleted: Iterable[str]
-) -> list[str]:
-    """Subscriptions of ephemeral queues that were just deleted or no longer exist."""
-    gone = set(deleted)
-    orphans = []
-    for topic in topics:
-        pages = sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic)
-        for page in pages:
-            for sub in page.get("Subscriptions", []):
-                queue = sub.get("Endpoint", "").split(":")[-1]
-                if sub.get("Protocol") != "sqs" or not queue.startswith(prefix + EPHEMERAL_INFIX):
-                    continue
-                if queue in gone:
-                    orphans.append(sub["SubscriptionArn"])
-                    continue
-                try:
-                    sqs.get_queue_url(QueueName=queue)
-                except ClientError as exc:
-                    if _is_missing(exc):
-                        orphans.append(sub["SubscriptionArn"])
-    return orphans
-
-
-def sweep_stale(settings: Any, grace_seconds: float = 900, dry_run: bool = False) -> SweepReport:
-    """Delete ephemeral queues whose lease is older than ``grace_seconds``, and orphaned
-    SNS subscriptions; both are left behind by processes that did not exit cleanly.
-
-    A live process refreshes its queues' leases every minute while it consumes, so any grace
-    of a few minutes is safe; the default leaves a quarter of an hour. ``dry_run`` reports what
-    would go and deletes nothing.
-    """
-    import boto3
-
-    session = boto3.session.Session()
-    endpoint = settings.aws_endpoint_url
-    sqs = session.client("sqs", region_name=settings.region, endpoint_url=endpoint, config=_SHORT)
-    sns = session.client("sns", region_name=settings.region, endpoint_url=endpoint, config=_SHORT)
-    now = time.time()
-    stale = []
-    for url in _ephemeral_queue_urls(sqs, settings.queue_prefix):
-        lease = _lease(sqs, url)
-        if lease is not None and now - lease > grace_seconds:
-            stale.append(url)
-    topics = _monitoring_topics(sns, settings.queue_prefix)
-    names = [url.rsplit("/", 1)[-1] for url in stale]
-    orphans = _orphan_subscriptions(sns, sqs, topics, settings.queue_prefix, names)
-    if not dry_run:
-        for arn in orphans:
-            sns.unsubscribe(SubscriptionArn=arn)
-        for url in stale:
-            try:
-                sqs.delete_queue(QueueUrl=url)
-            except ClientError as exc:
-                if not _is_missing(exc):
-                    raise
-    return SweepReport(tuple(names), tuple(orphans))

@@ -32,8 +32,8 @@ from taskapp.sqs.monitoring import (
     Transport,
     ephemeral_kind,
     keeps_task_event,
-    sweep_stale,
 )
+from taskapp.sqs.sweep import sweep_stale
 
 
 @pytest.fixture
