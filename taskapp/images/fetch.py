@@ -29,6 +29,9 @@ REDIRECTS = {301, 302, 303, 307, 308}
 RETRYABLE_STATUS = {408, 425, 429}
 USER_AGENT = "taskapp-images/1 (+pycurl)"
 
+#: The well-known NAT64 prefix (RFC 6052); the last 32 bits are the IPv4 destination.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., list[tuple]]
 
@@ -108,6 +111,9 @@ def _address_kind(ip: IPAddress) -> str | None:
     """Why ``ip`` is not a public destination, or None if it is."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in NAT64:
+            # A NAT64 gateway forwards 64:ff9b::a.b.c.d to a.b.c.d, metadata service included.
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return _address_kind(embedded)
     for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):

@@ -42,6 +42,8 @@ def resolver_for(mapping: dict[str, list[str]]) -> Any:
         ("http://169.254.169.254/latest/meta-data/", "link-local"),
         ("http://[::1]/a.jpg", "loopback"),
         ("http://[::ffff:127.0.0.1]/a.jpg", "loopback"),
+        ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "link-local"),  # NAT64 of 169.254.169.254
+        ("http://[2002:a00:1::1]/a.jpg", "private"),  # 6to4 of 10.0.0.1
         ("http://224.0.0.1/a.jpg", "multicast"),
         ("http://240.0.0.1/a.jpg", "reserved"),
         ("http://0.0.0.0/a.jpg", "unspecified"),
