@@ -79,8 +79,10 @@ class TaskappTask(Task):
 
     def idempotency_key(self, kwargs: dict[str, Any]) -> str:
         """``<task name>:<key>``: the caller's key if given, else the task id."""
+        from taskapp.idempotency import key_for
+
         key = getattr(self.request, "idempotency_key", None) or kwargs.get("idempotency_key")
-        return f"{self.name}:{key or self.request.id}"
+        return key_for(self.name, key or self.request.id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly or not self.idempotent or self.name.startswith("celery."):

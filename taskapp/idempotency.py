@@ -34,6 +34,7 @@ __all__ = [
     "Claim",
     "Held",
     "KeyBusy",
+    "key_for",
     "claim",
     "complete",
     "release",
@@ -69,6 +70,11 @@ class Claim:
     wait_seconds: float = 0.0
     #: The token that completes or releases an acquired claim.
     owner: str | None = None
+
+
+def key_for(task_name: str, key: str) -> str:
+    """The stored key of ``task_name`` run under ``key``: keys of different tasks never meet."""
+    return f"{task_name}:{key}"
 
 
 def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Claim:
@@ -156,7 +162,6 @@ class KeyBusy(Exception):
 class Held:
     """A claim held by ``held()``: the stored result if the key is done, else ours to set."""
 
-    key: str
     done: bool
     result: Any = None
 
@@ -172,11 +177,11 @@ def held(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Iter
     """
     current = claim(engine, key, task_name, lease_seconds)
     if current.done:
-        yield Held(key, done=True, result=current.result)
+        yield Held(done=True, result=current.result)
         return
     if not current.acquired:
         raise KeyBusy(key, current.wait_seconds)
-    state = Held(key, done=False)
+    state = Held(done=False)
     try:
         yield state
     except BaseException:

@@ -20,11 +20,11 @@ from taskapp.email.errors import DeliveryDeferred, SendInProgress, TooManyRecipi
 from taskapp.email.request import EmailRequest, check_idempotency_key
 from taskapp.email.templates import render
 
-__all__ = ["send", "deliver", "LEDGER_PREFIX"]
+__all__ = ["send", "deliver", "TASK_NAME"]
 
-#: Sends are recorded in ``taskapp.idempotency`` as ``email.send:<idempotency key>``, like the
-#: platform's own ``<task name>:<key>``; the email.send task opts out of the platform claim.
-LEDGER_PREFIX = "email.send:"
+#: Sends are claimed in ``taskapp.idempotency`` under this task name, as the platform would for
+#: the task; the email.send task opts out of the platform claim.
+TASK_NAME = "email.send"
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def send(
     key = check_idempotency_key(idempotency_key)
     try:
         with idempotency.held(
-            engine(settings.database_url), LEDGER_PREFIX + key, "email.send", lease
+            engine(settings.database_url), idempotency.key_for(TASK_NAME, key), TASK_NAME, lease
         ) as claim:
             if claim.done:
                 logger.info("email already sent, not sending again key=%s", key)

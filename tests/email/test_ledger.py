@@ -26,7 +26,8 @@ def test_a_send_under_a_held_key_is_refused_as_in_progress(
 ) -> None:
     eng = engine(database_url)
     # given another delivery holds the key k
-    assert idempotency.claim(eng, service.LEDGER_PREFIX + "k", "email.send", 60).acquired
+    held_key = idempotency.key_for(service.TASK_NAME, "k")
+    assert idempotency.claim(eng, held_key, service.TASK_NAME, 60).acquired
     # when the same key is sent, then it is a retryable "in progress", and nothing is sent
     request = EmailRequest.build("ann@example.com", "Hi", body="hi")
     with pytest.raises(SendInProgress, match="another delivery of 'k'"):
