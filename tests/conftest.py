@@ -6,8 +6,10 @@ and every client built from settings talk to the session's moto server and queue
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,23 +139,28 @@ def queue_url(sqs: Any, settings: Settings, name: str) -> str:
     return str(sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"])
 
 
-def drain(sqs: Any, url: str, wait: float = 0) -> list[dict[str, Any]]:
-    """Receive (and leave invisible for 30 s) every message currently in a queue."""
+def drain(sqs: Any, url: str, wait: float = 0, expect: int = 0) -> list[dict[str, Any]]:
+    """Receive (and leave invisible for 30 s) every message currently in a queue.
+
+    ``wait`` long-polls for the first message; with ``expect``, polling goes on until that many
+    have arrived or ``wait`` seconds have passed (delayed messages turn visible one by one).
+    """
     messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait
     while True:
+        left = max(0, math.ceil(deadline - time.monotonic()))
         resp = sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=10,
-            WaitTimeSeconds=int(wait),
+            WaitTimeSeconds=left if not messages or len(messages) < expect else 0,
             VisibilityTimeout=30,
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["All"],
         )
         batch = resp.get("Messages", [])
-        if not batch:
-            return messages
         messages += batch
-        wait = 0
+        if not batch and (len(messages) >= expect or not left):
+            return messages
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -101,7 +101,7 @@ def test_batched_message_equals_the_apply_async_message(
     # milliseconds to expiry kombu derives from the time of sending)
     assert isinstance(outcome, AsyncResult) and outcome.id == options["task_id"]
     url = sqs.get_queue_url(QueueName=f"{prefix}email-high")["QueueUrl"]
-    messages = drain(sqs, url, wait=4)
+    messages = drain(sqs, url, wait=6, expect=2)
     assert len(messages) == 2
     first, second = (_decoded(m) for m in messages)
     assert first == second
