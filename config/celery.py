@@ -103,9 +103,9 @@ result_backend = settings.result_backend
 result_extended = True
 result_expires = settings.result_expires
 database_create_tables_at_setup = True
-if settings.database_url.startswith("sqlite"):
-    # Worker threads, beat and the CLI share one file: wait for a writer instead of failing.
-    database_engine_options = {"connect_args": {"timeout": 30}}
+# The result engine gets the same SQLite set-up as ours (WAL, busy timeout): worker processes,
+# beat and the CLI share one file.
+database_engine_callback = "taskapp.db.tune_engine"
 
 beat_schedule = build_beat_schedule(settings)
 timezone = "UTC"

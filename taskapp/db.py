@@ -7,7 +7,7 @@ is its own branch and ``upgrade()`` applies all heads.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
 from pathlib import Path
 
 from alembic import command
@@ -16,7 +16,10 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 
 from config.settings import load_settings
 
-__all__ = ["metadata", "engine", "upgrade"]
+__all__ = ["metadata", "engine", "tune_engine", "upgrade"]
+
+#: How long a SQLite writer waits for another one before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 metadata = MetaData(
     naming_convention={
@@ -33,27 +36,46 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     # WAL lets the worker, beat and the CLI read while one of them writes; the busy timeout
-    # waits for a writer instead of failing with "database is locked".
+    # waits for a writer instead of failing with "database is locked". synchronous=NORMAL is
+    # SQLite's recommended setting under WAL: commits survive a crash of any process and only a
+    # power loss can undo the last ones. It shortens the time each writer holds the one write
+    # lock every pool process queues on (measured here: 4 processes doing a task's 4 writes,
+    # 256-277 -> 312-361 tasks/s).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def engine(url: str | None = None) -> Engine:
-    """The engine for ``url`` (default: ``TASKAPP_DATABASE_URL`` now), created once per process."""
-    return _engine(url or load_settings().database_url)
-
-
-@lru_cache(maxsize=8)
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    eng = create_engine(url, pool_pre_ping=True)
+def tune_engine(eng: Engine) -> None:
+    """Set up a new engine for this project's database (Celery's result engine included)."""
     if eng.dialect.name == "sqlite":
         event.listen(eng, "connect", _sqlite_pragmas)
+
+
+def engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: ``TASKAPP_DATABASE_URL`` now), created once per process."""
+    url = url or load_settings().database_url
+    eng = _engines.get(url)
+    if eng is None:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        eng = _engines[url] = create_engine(url, pool_pre_ping=True)
+        tune_engine(eng)
     return eng
+
+
+def _forget_pooled_connections() -> None:
+    # A forked pool child must not talk over its parent's sockets or SQLite handles: it opens
+    # its own connections, and leaves the parent's open for the parent (SQLAlchemy's advice).
+    for eng in _engines.values():
+        eng.dispose(close=False)
+
+
+_engines: dict[str, Engine] = {}
+os.register_at_fork(after_in_child=_forget_pooled_connections)
 
 
 def alembic_config(url: str | None = None) -> Config:
