@@ -15,8 +15,13 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: code changes do not reinstall them. Every wheel is
-# binary (pycurl bundles libcurl, psycopg its libpq), so no compiler or apt packages are needed.
+# DejaVu Sans is the report font (charts, PDF): without it they show only ASCII / Latin-1.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
+# Dependencies next, in their own layer: code changes do not reinstall them. Every wheel is
+# binary (pycurl bundles libcurl, psycopg its libpq), so no compiler is needed.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project

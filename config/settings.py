@@ -98,6 +98,12 @@ def _families(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _font_file(raw: str) -> str:
+    if not raw.lower().endswith((".ttf", ".otf")) or not os.path.isfile(raw):
+        raise ValueError("the path of an existing .ttf or .otf file")
+    return raw
+
+
 def _float_in(low: float, high: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = float(raw)
@@ -371,6 +377,16 @@ SETTINGS: dict[str, Spec] = {
         "of this many days in parallel (a Celery chord) and merged in order.",
         "an integer from 1 to 3660",
     ),
+    "report_font": Spec(
+        "TASKAPP_REPORT_FONT",
+        _font_file,
+        None,
+        "TrueType/OpenType font for report charts and PDF reports. Unset: DejaVu Sans if "
+        "installed (Debian's `fonts-dejavu-core`, in the Docker image), else built-in fonts "
+        "with fewer characters: Pillow's (ASCII) for charts, Helvetica (Latin-1) for PDF; "
+        "others print as `?`.",
+        "the path of an existing .ttf or .otf file",
+    ),
     "record_task_runtimes": Spec(
         "TASKAPP_RECORD_TASK_RUNTIMES",
         _bool,
@@ -424,6 +440,7 @@ class Settings:
     report_url_expires: int
     report_max_days: int
     report_part_days: int
+    report_font: str | None
     record_task_runtimes: bool
 
     @classmethod

@@ -7,7 +7,9 @@ import math
 from collections.abc import Mapping
 from datetime import date
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from taskapp.reports.fonts import chart_font
 
 __all__ = ["line_chart", "nice_ceiling"]
 
@@ -52,7 +54,7 @@ def line_chart(series: Mapping[str, Mapping[date, float]], title: str = "") -> b
     """PNG of ``series`` (name -> day -> value) on shared axes; y starts at zero."""
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=12)
+    font = chart_font(12)
     days = sorted({day for points in series.values() for day in points})
     if not days:
         draw.text((LEFT, HEIGHT // 2), "no data", fill=TEXT, font=font)
@@ -67,7 +69,7 @@ def line_chart(series: Mapping[str, Mapping[date, float]], title: str = "") -> b
             TOP + plot_h - min(value, top) / top * plot_h,
         )
 
-    draw.text((LEFT, 12), title, fill=TEXT, font=ImageFont.load_default(size=15))
+    draw.text((LEFT, 12), title, fill=TEXT, font=chart_font(15))
     for i in range(Y_TICKS + 1):
         value = top * i / Y_TICKS
         _, y = xy(days[0], value)

@@ -31,7 +31,7 @@ def reports_list() -> None:
 @reports.command("generate")
 @click.argument("name")
 @click.option("--param", "-p", "params", multiple=True, help="NAME=VALUE (repeatable).")
-@click.option("--format", "fmt", default="csv", show_default=True, help="csv, xlsx or html.")
+@click.option("--format", "fmt", default="csv", show_default=True, help="csv, xlsx, html or pdf.")
 @click.option("--notify", multiple=True, help="Email the link to this address (repeatable).")
 @click.option("--timeout", default=600, show_default=True, help="Seconds to wait for a worker.")
 def reports_generate(

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Output formats ``reports.generate`` accepts.
-FORMATS = ("csv", "xlsx", "html")
+FORMATS = ("csv", "xlsx", "html", "pdf")
 
 
 class ReportParamError(PermanentError):

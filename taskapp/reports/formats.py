@@ -1,8 +1,8 @@
-"""Output formats: CSV (streamed row by row), XLSX (openpyxl write-only) and HTML (Jinja2 + chart).
+"""Output formats: CSV (streamed row by row), XLSX (openpyxl write-only), HTML (Jinja2 + chart).
 
 Every writer takes rows as an iterator and a binary stream to write to, and returns the number of
 rows written. CSV and XLSX hold no rows in memory; HTML keeps at most ``HTML_MAX_ROWS`` for its
-table and a per-day sum for its chart.
+table and a per-day sum for its chart. PDF, which shows what HTML does, is in ``reports.pdf``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "write_xlsx",
     "write_html",
     "read_csv_rows",
+    "digest",
 ]
 
 #: Rows an HTML report shows; the chart still sums every row.
@@ -190,6 +191,22 @@ class ChartSums:
         return line_chart(labelled, self.chart.title)
 
 
+def digest(
+    report: Report, rows: Iterable[Sequence[Any]], max_rows: int
+) -> tuple[list[Sequence[Any]], int, bytes | None]:
+    """What a page-like report shows: the first ``max_rows`` rows, the count, the chart PNG."""
+    sums = ChartSums(report.chart, report.columns) if report.chart else None
+    table: list[Sequence[Any]] = []
+    count = 0
+    for row in _normalized(rows, report.columns):
+        if sums:
+            sums.add(row)
+        if len(table) < max_rows:
+            table.append(row)
+        count += 1
+    return table, count, sums.png() if sums else None
+
+
 def write_html(
     report: Report,
     rows: Iterable[Sequence[Any]],
@@ -199,16 +216,7 @@ def write_html(
     generated_at: datetime,
 ) -> int:
     """Render ``rows`` into the HTML template, with a PNG chart if the report defines one."""
-    sums = ChartSums(report.chart, report.columns) if report.chart else None
-    table: list[Sequence[Any]] = []
-    count = 0
-    for row in _normalized(rows, report.columns):
-        if sums:
-            sums.add(row)
-        if len(table) < HTML_MAX_ROWS:
-            table.append(row)
-        count += 1
-    png = sums.png() if sums else None
+    table, count, png = digest(report, rows, HTML_MAX_ROWS)
     html = _TEMPLATES.get_template("report.html.j2").render(
         title=report.title,
         description=report.description,
@@ -249,4 +257,5 @@ FORMATS: dict[str, Format] = {
         "attachment",
     ),
     "html": Format("html", "html", "text/html; charset=utf-8", "inline"),
+    "pdf": Format("pdf", "pdf", "application/pdf", "inline"),
 }

@@ -22,6 +22,7 @@ from taskapp.errors import PermanentError, RetryableError
 from taskapp.reports import delivery
 from taskapp.reports.definitions import Report, ReportParamError, get_report, validate_format
 from taskapp.reports.formats import FORMATS, Sink, read_csv_rows, write_csv, write_html, write_xlsx
+from taskapp.reports.pdf import write_pdf
 
 __all__ = [
     "ReportRequest",
@@ -141,9 +142,8 @@ def _write(request: ReportRequest, rows: Iterable[Sequence[Any]], out: Sink) -> 
         return write_csv(request.report, rows, out)
     if request.format == "xlsx":
         return write_xlsx(request.report, rows, out)
-    return write_html(
-        request.report, rows, out, params=request.params, generated_at=datetime.now(UTC)
-    )
+    write = write_pdf if request.format == "pdf" else write_html
+    return write(request.report, rows, out, params=request.params, generated_at=datetime.now(UTC))
 
 
 def _result(request: ReportRequest, key: str, rows: int, size: int, parts: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def test_builtin_reports_are_registered() -> None:
         ("orders_by_day", {"start": "2020-01-01", "end": "2025-01-01"}, "csv", None, "end"),
         ("orders_by_day", {**RANGE, "colour": "red"}, "csv", None, "colour"),
         ("orders_by_day", ["start"], "csv", None, "params"),
-        ("orders_by_day", RANGE, "pdf", None, "format"),
+        ("orders_by_day", RANGE, "docx", None, "format"),
         ("orders_by_day", RANGE, "csv", ["not-an-address"], "notify"),
     ],
 )

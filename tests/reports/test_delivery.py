@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from openpyxl import load_workbook
+from pypdf import PdfReader
 
 from taskapp.errors import PermanentError
 from taskapp.reports import delivery, service
@@ -90,6 +91,16 @@ def test_html_report_is_served_inline(orders_db: str, bucket: str, s3: Any) -> N
     assert head["ContentType"] == "text/html; charset=utf-8"
     assert head["ContentDisposition"].startswith("inline;")
     assert b"data:image/png;base64," in s3_body(s3, bucket, result["key"])
+
+
+def test_pdf_report_is_served_inline_as_a_pdf(orders_db: str, bucket: str, s3: Any) -> None:
+    result = _generate("orders_by_day", QUARTER, "pdf", "p", orders_db)
+    head = s3.head_object(Bucket=bucket, Key=result["key"])
+    assert result["key"].endswith(".pdf") and result["format"] == "pdf"
+    assert head["ContentType"] == "application/pdf"
+    assert head["ContentDisposition"].startswith("inline;")
+    text = PdfReader(io.BytesIO(s3_body(s3, bucket, result["key"]))).pages[0].extract_text()
+    assert f"{result['rows']} rows" in text
 
 
 def test_a_big_upload_goes_multipart_and_a_failed_one_leaves_nothing(bucket: str, s3: Any) -> None:
