@@ -19,13 +19,13 @@ TIMEOUT = 60
 
 
 def run() -> list[tuple[str, str]]:
-    """Generate ``orders_by_day`` as CSV and HTML and ``task_activity`` as CSV; list the files."""
+    """Generate ``orders_by_day`` as CSV, HTML and PDF, ``task_activity`` as CSV; list them."""
     from taskapp.reports.tasks import generate_report
 
     lines = _ensure_orders()
     today = datetime.now(UTC).date()
     span = {"start": (today - timedelta(days=DAYS - 1)).isoformat(), "end": today.isoformat()}
-    for fmt in ("csv", "html"):
+    for fmt in ("csv", "html", "pdf"):
         result = generate_report.delay("orders_by_day", span, fmt).get(timeout=TIMEOUT)
         lines += _lines(f"orders_by_day.{fmt}", result)
     today_only = {"start": today.isoformat(), "end": today.isoformat()}
