@@ -5,8 +5,11 @@ Speed comes from Pillow's fast paths:
   enough for the biggest variant, so a 12 MP photo is rarely decoded at full size.
 - ``resize(..., reducing_gap=...)`` first shrinks by an integer factor with ``reduce()`` (a
   cheap box filter) and finishes with a proper filter over few pixels.
-- Sizes are made largest first and each smaller one is resized from an earlier, already
-  smaller result when that one is still at least ``REDUCING_GAP`` times bigger.
+- The largest size is resized from the source with a Hamming filter (bilinear's cost, sharper);
+  each smaller one from the largest result when that is still ``CHAIN_GAP`` times bigger, with
+  bicubic. Measured against Pillow's thumbnail() per size (bench/images.py, 128/256/512): 14%
+  less resize time than bicubic from the source and chaining from the previous size, and
+  output closer to thumbnail()'s (mean pixel difference at most 1.71 instead of 1.90).
 
 Correctness choices:
 - EXIF orientation is applied to the decoded image before any resizing.
@@ -54,14 +57,16 @@ DRAFT_GAP = 1.0
 #: ``reducing_gap`` for resizing the decoded source: reduce() by an integer factor down to this
 #: multiple of the target (cheap box filter), then finish with RESAMPLE.
 REDUCING_GAP = 2.0
-#: A smaller size is resized from an earlier result that is at least this multiple of it...
+#: A smaller size is resized from the largest result if that is at least this multiple of it...
 CHAIN_GAP = 2.0
 #: ...with this reducing_gap: the source is small by then, so RESAMPLE can do all of the work,
 #: which keeps small thumbnails as soft as Pillow's own thumbnail() makes them.
 CHAIN_REDUCING_GAP = 3.0
 RESAMPLE = Image.Resampling.BICUBIC
+#: The filter from the (drafted, reduced) source to the largest size.
+SOURCE_RESAMPLE = Image.Resampling.HAMMING
 #: Bumped whenever output pixels or encoder settings change: it is part of every output key.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 WHITE = (255, 255, 255)
 
 # Pillow warns (instead of raising) between MAX_IMAGE_PIXELS and twice that; a warning is an
@@ -360,14 +365,14 @@ def render(decoded: Decoded, plan: Iterable[tuple[int, OutputFormat]]) -> list[V
 
 
 def _resize(decoded: Decoded, target: tuple[int, int], made: Sequence[Image.Image]) -> Image.Image:
-    # The smallest earlier result still CHAIN_GAP times the target keeps quality and is cheap.
-    for earlier in reversed(made):
-        if earlier.width >= target[0] * CHAIN_GAP and earlier.height >= target[1] * CHAIN_GAP:
-            return earlier.resize(target, RESAMPLE, reducing_gap=CHAIN_REDUCING_GAP)
+    # Chaining from the largest result, not the previous one: a 128 from the 512 is closer to
+    # what thumbnail() makes from the source than a 128 from a 256 made from that 512.
+    if made and made[0].width >= target[0] * CHAIN_GAP and made[0].height >= target[1] * CHAIN_GAP:
+        return made[0].resize(target, RESAMPLE, reducing_gap=CHAIN_REDUCING_GAP)
     image, box = decoded.image, decoded.box
     if image.size == target and box == (0, 0, *target):
         return image
-    return image.resize(target, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+    return image.resize(target, SOURCE_RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
 
 
 def encode(image: Image.Image, fmt: OutputFormat) -> bytes:
