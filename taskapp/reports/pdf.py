@@ -40,20 +40,22 @@ class _Document(FPDF):  # type: ignore[misc]
 
     def __init__(self, landscape: bool, font: Path | None) -> None:
         super().__init__(orientation="L" if landscape else "P", unit="mm", format="A4")
-        self.unicode = font is not None
+        self.has_unicode_font = font is not None
         if font is not None:
             self.add_font("body", "", str(font))
-        self.family = "body" if font is not None else "helvetica"
+        self.body_font = "body" if font is not None else "helvetica"
         self.set_auto_page_break(True, margin=12)
         self.set_margins(12, 12, 12)
         self.add_page()
 
     def text_of(self, value: Any) -> str:
         text = "" if value is None else str(value)
-        return text if self.unicode else text.encode("latin-1", "replace").decode("latin-1")
+        return (
+            text if self.has_unicode_font else text.encode("latin-1", "replace").decode("latin-1")
+        )
 
     def paragraph(self, text: str, size: float, colour: tuple[int, int, int] = TEXT) -> None:
-        self.set_font(self.family, size=size)
+        self.set_font(self.body_font, size=size)
         self.set_text_color(*colour)
         self.multi_cell(0, size * 0.5, self.text_of(text), new_x="LMARGIN", new_y="NEXT")
         self.ln(1.5)
@@ -104,7 +106,7 @@ def _front_matter(
 
 def _table(pdf: _Document, report: Report, table: Sequence[Sequence[Any]]) -> None:
     numeric = ["RIGHT" if c.type in ("int", "float") else "LEFT" for c in report.columns]
-    pdf.set_font(pdf.family, size=8)
+    pdf.set_font(pdf.body_font, size=8)
     pdf.set_text_color(*TEXT)
     headings = FontFace(emphasis="", fill_color=HEADING_FILL)
     with pdf.table(

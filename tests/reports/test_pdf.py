@@ -68,6 +68,12 @@ def test_without_a_unicode_font_latin_1_survives_and_the_rest_prints_as_question
     assert "?????? · Zürich" in _text(reader)
 
 
+def test_an_empty_report_is_a_valid_pdf_that_says_so() -> None:
+    count, reader = _pdf([])
+    assert count == 0 and len(reader.pages) == 1
+    assert "0 rows" in _text(reader) and list(reader.pages[0].images) == []
+
+
 def test_many_columns_go_landscape_and_a_report_without_a_chart_has_no_image() -> None:
     wide = Report(
         name="w",
