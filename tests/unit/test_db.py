@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -11,15 +13,23 @@ from sqlalchemy import text
 from taskapp.db import engine
 
 
-def _in_child(work: object) -> int:
-    """Run ``work()`` in a forked child; return its exit status."""
+def _in_child(work: object, timeout: float = 30) -> int:
+    """Run ``work()`` in a forked child; return its exit status (killed after ``timeout``)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its exit status
         try:
             os._exit(0 if work() else 1)  # type: ignore[operator]
         except BaseException:
             os._exit(2)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the forked child did not finish in {timeout} s")
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
