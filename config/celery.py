@@ -103,8 +103,8 @@ result_backend = settings.result_backend
 result_extended = True
 result_expires = settings.result_expires
 database_create_tables_at_setup = True
-# The result engine gets the same SQLite set-up as ours (WAL, busy timeout): worker processes,
-# beat and the CLI share one file.
+# The result engine gets the same SQLite set-up as ours (taskapp.db: WAL, busy timeout, sync):
+# worker processes, beat and the CLI share one file.
 database_engine_callback = "taskapp.db.tune_engine"
 
 beat_schedule = build_beat_schedule(settings)
