@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import struct
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from io import BytesIO
@@ -354,21 +354,26 @@ def render(decoded: Decoded, plan: Iterable[tuple[int, OutputFormat]]) -> list[V
     for size, fmt in plan:
         by_size.setdefault(size, []).append(fmt)
     variants: list[Variant] = []
-    made: list[Image.Image] = []
+    largest: Image.Image | None = None
     for size in sorted(by_size, reverse=True):
-        resized = _resize(decoded, fit(decoded.width, decoded.height, size), made)
-        made.append(resized)
+        resized = _resize(decoded, fit(decoded.width, decoded.height, size), largest)
+        if largest is None:
+            largest = resized
         for fmt in by_size[size]:
             body = encode(resized, fmt)
             variants.append(Variant(size, fmt, resized.width, resized.height, body))
     return variants
 
 
-def _resize(decoded: Decoded, target: tuple[int, int], made: Sequence[Image.Image]) -> Image.Image:
+def _resize(decoded: Decoded, target: tuple[int, int], largest: Image.Image | None) -> Image.Image:
     # Chaining from the largest result, not the previous one: a 128 from the 512 is closer to
     # what thumbnail() makes from the source than a 128 from a 256 made from that 512.
-    if made and made[0].width >= target[0] * CHAIN_GAP and made[0].height >= target[1] * CHAIN_GAP:
-        return made[0].resize(target, RESAMPLE, reducing_gap=CHAIN_REDUCING_GAP)
+    if (
+        largest is not None
+        and largest.width >= target[0] * CHAIN_GAP
+        and largest.height >= target[1] * CHAIN_GAP
+    ):
+        return largest.resize(target, RESAMPLE, reducing_gap=CHAIN_REDUCING_GAP)
     image, box = decoded.image, decoded.box
     if image.size == target and box == (0, 0, *target):
         return image
