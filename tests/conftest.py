@@ -152,7 +152,7 @@ def drain(sqs: Any, url: str, wait: float = 0, expect: int = 0) -> list[dict[str
         resp = sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=10,
-            WaitTimeSeconds=left if not messages or len(messages) < expect else 0,
+            WaitTimeSeconds=left if len(messages) < max(expect, 1) else 0,
             VisibilityTimeout=30,
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["All"],
