@@ -219,6 +219,22 @@ SETTINGS: dict[str, Spec] = {
         None,
         "Directory (or glob) of the PEM certificates whose signatures are accepted.",
     ),
+    "signing_max_age": Spec(
+        "TASKAPP_SIGNING_MAX_AGE",
+        _int_in(60, 30 * 86400),
+        86400,
+        "With signing on: seconds after signing (or after its ETA, if later) that a signed "
+        "message is still accepted; an older replay is a dead letter with reason `signature`.",
+        "an integer from 60 to 2592000",
+    ),
+    "claim_check_max_bytes": Spec(
+        "TASKAPP_CLAIM_CHECK_MAX_BYTES",
+        _int_in(1024, 2**31),
+        64 * 2**20,
+        "Largest claim-check object a worker reads from S3; a pointer to a bigger object is a "
+        "dead letter with reason `poison`.",
+        "an integer from 1024 to 2147483648",
+    ),
     "predefined_queues": Spec(
         "TASKAPP_PREDEFINED_QUEUES",
         _bool,
@@ -417,6 +433,8 @@ class Settings:
     signing_key: str | None
     signing_cert: str | None
     signing_cert_store: str | None
+    signing_max_age: int
+    claim_check_max_bytes: int
     predefined_queues: bool
     aws_region: str | None
     aws_endpoint_url: str | None
