@@ -26,10 +26,33 @@ from typing import Any
 
 from taskapp.queues import FIFO_SUFFIX, dlq_name
 
-__all__ = ["DeadLetter", "ATTRIBUTE_PREFIX", "dlq_url_for", "send_dead_letter", "read_reason"]
+__all__ = [
+    "DeadLetter",
+    "UnacceptableMessage",
+    "ATTRIBUTE_PREFIX",
+    "dlq_url_for",
+    "send_dead_letter",
+    "read_reason",
+]
 
 ATTRIBUTE_PREFIX = "taskapp."
 MAX_MESSAGE_CHARS = 1000
+
+
+class UnacceptableMessage(Exception):
+    """A received message that must never run: the worker dead-letters it with ``reason``.
+
+    Raise it (or a subclass) anywhere a received SQS message is turned into a task request:
+    the transport (claim-check pointer, body decoding), the task strategy (signature checks).
+    The worker's consumer catches it and dead-letters the message instead of exiting.
+    """
+
+    reason = "poison"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 @dataclass(frozen=True)
