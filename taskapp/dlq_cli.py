@@ -135,9 +135,12 @@ def _short(text: str, width: int) -> str:
 @click.option("--task", "task_name", help="Only messages of this task name.")
 @click.option("--limit", type=click.IntRange(min=1), help="Move at most this many messages.")
 def redrive(queue: str, task_name: str | None, limit: int | None) -> None:
-    """Move dead letters of QUEUE back to QUEUE (safe to interrupt with Ctrl-C)."""
+    """Move dead letters of QUEUE back to QUEUE (safe to interrupt with Ctrl-C).
+
+    Exits 1 if SQS refused any message; each one is named, and stays in the dead-letter queue.
+    """
     from taskapp.sqs.dlq import dlq_name, list_dlqs
-    from taskapp.sqs.dlq import redrive as move
+    from taskapp.sqs.redrive import redrive as move
 
     sqs, settings = _sqs()
     depth = next((r for r in list_dlqs(sqs, settings) if r.queue == dlq_name(queue)), None)
@@ -165,6 +168,14 @@ def redrive(queue: str, task_name: str | None, limit: int | None) -> None:
         f"moved {result.moved} message(s) to {depth.source} ({result.method})"
         + (f", left {result.skipped} in {depth.queue}" if result.skipped else "")
     )
+    for failure in result.failed:
+        click.echo(
+            f"not moved: {failure.message_id} ({failure.task_name or '?'}): "
+            f"{failure.code}: {failure.error}",
+            err=True,
+        )
+    if result.failed:
+        _fail(f"{len(result.failed)} message(s) not moved; they are back in {depth.queue}")
 
 
 @dlq.command("purge")

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from config.settings import Settings
 from taskapp.app import app
 from taskapp.cli import main
+from taskapp.queues import dlq_name
 from taskapp.sqs.deadletter import DeadLetter, send_dead_letter
-from taskapp.sqs.dlq import redrive
+from taskapp.sqs.redrive import redrive
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,95 @@ def test_unknown_queue_is_a_clear_error(provisioned: list[Any]) -> None:
     # then the command says so and fails
     assert result.exit_code == 1
     assert "no dead-letter queue for 'no-such-queue'" in result.output
+
+
+def _counts(sqs: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) of a queue."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attrs["ApproximateNumberOfMessages"]),
+        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def test_redrive_of_big_dead_letters_splits_batches_by_size(
+    sqs: Any, queue: dict[str, Any]
+) -> None:
+    # given two dead letters of 600 KB: together over SendMessageBatch's 1 MiB
+    bodies = [f"{i}" + "x" * 600_000 for i in range(2)]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue["dlq"], MessageBody=body)
+    # when the DLQ is redriven
+    result = _run("dlq", "redrive", queue["name"])
+    # then both are back in the source queue, and the DLQ is empty
+    assert result.exit_code == 0, result.output
+    assert "moved 2 message(s)" in result.output
+    assert sorted(m["Body"] for m in _bodies(sqs, queue["source"])) == bodies
+    assert _counts(sqs, queue["dlq"]) == (0, 0)
+
+
+@pytest.fixture
+def fifo_queue(provisioned: list[Any], sqs: Any, settings: Settings) -> dict[str, Any]:
+    """A fresh FIFO work queue and its FIFO DLQ (this test's only)."""
+    name = f"dlqtest{uuid.uuid4().hex[:6]}.fifo"
+    urls = {
+        kind: sqs.create_queue(
+            QueueName=settings.queue_prefix + qname, Attributes={"FifoQueue": "true"}
+        )["QueueUrl"]
+        for kind, qname in (("source", name), ("dlq", dlq_name(name)))
+    }
+    return {"name": name, **urls}
+
+
+def test_redrive_of_a_fifo_dlq_keeps_group_dedup_id_and_order(
+    sqs: Any, fifo_queue: dict[str, Any]
+) -> None:
+    # given dead letters of two message groups in a FIFO DLQ, as SQS leaves them there
+    letters = [("a", 0), ("b", 1), ("a", 2), ("a", 3)]
+    for group, n in letters:
+        sqs.send_message(
+            QueueUrl=fifo_queue["dlq"],
+            MessageBody=json.dumps({"n": n}),
+            MessageGroupId=group,
+            MessageDeduplicationId=f"dead-{n}",
+        )
+    # when the DLQ is redriven
+    result = _run("dlq", "redrive", fifo_queue["name"])
+    # then every message is back in its group with its deduplication id, in group order
+    assert result.exit_code == 0, result.output
+    assert "moved 4 message(s)" in result.output
+    back = _bodies(sqs, fifo_queue["source"])
+    got = [
+        (
+            m["Attributes"]["MessageGroupId"],
+            json.loads(m["Body"])["n"],
+            m["Attributes"]["MessageDeduplicationId"],
+        )
+        for m in back
+    ]
+    assert sorted(got) == sorted((g, n, f"dead-{n}") for g, n in letters)
+    assert [n for g, n, _ in got if g == "a"] == [0, 2, 3]
+    assert _counts(sqs, fifo_queue["dlq"]) == (0, 0)
+
+
+def test_a_dead_letter_that_cannot_be_sent_is_reported_and_visible_again(
+    sqs: Any, queue: dict[str, Any]
+) -> None:
+    # given a source queue that takes at most 1 KiB, and two dead letters: 100 B and 2 KB
+    sqs.set_queue_attributes(QueueUrl=queue["source"], Attributes={"MaximumMessageSize": "1024"})
+    small = sqs.send_message(QueueUrl=queue["dlq"], MessageBody="s" * 100)["MessageId"]
+    big = sqs.send_message(QueueUrl=queue["dlq"], MessageBody="b" * 2000)["MessageId"]
+    # when the DLQ is redriven
+    result = _run("dlq", "redrive", queue["name"])
+    # then the small one moved, the command names the big one and fails
+    assert result.exit_code == 1, result.output
+    assert "moved 1 message(s)" in result.output
+    assert big in result.output and small not in result.output
+    assert [m["Body"] for m in _bodies(sqs, queue["source"])] == ["s" * 100]
+    # and the big one is still in the DLQ, visible right away (not hidden for a minute)
+    assert _counts(sqs, queue["dlq"]) == (1, 0)
+    [left] = _bodies(sqs, queue["dlq"])
+    assert left["MessageId"] == big
