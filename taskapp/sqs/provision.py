@@ -2,6 +2,12 @@
 
 Provisioning is idempotent: it reads each queue's attributes and writes only those that differ,
 so a second run reports every queue as unchanged.
+
+Every queue and DLQ is set to take SQS's largest message, 1 MiB (``MaximumMessageSize``). The
+claim-check threshold (``TASKAPP_CLAIM_CHECK_THRESHOLD``, just under 1 MiB) assumes it: a queue
+at 256 KiB (SQS's documented default, and its ceiling before August 2025) refuses a 400 KB task
+that is too small to be claim-checked. A DLQ needs it too, or dead-lettering such a message
+fails. Queues that exist already are raised to it like any other attribute that differs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from taskapp.queues import FIFO_SUFFIX, QueueSpec
 
 __all__ = [
     "Change",
+    "MAX_MESSAGE_SIZE",
     "QueueStatus",
     "effective_specs",
     "provision",
@@ -31,6 +38,8 @@ __all__ = [
 #: SQS maximum retention: a dead letter waits two weeks for someone to look at it.
 DLQ_RETENTION = 14 * 86400
 QUEUE_RETENTION = 4 * 86400
+#: SQS's largest message, body and attributes (1 MiB), for every queue and DLQ.
+MAX_MESSAGE_SIZE = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ def _desired(spec: QueueSpec, settings: Settings, dlq_arn: str) -> dict[str, str
         "VisibilityTimeout": str(spec.visibility_timeout),
         "ReceiveMessageWaitTimeSeconds": str(settings.wait_time_seconds),
         "MessageRetentionPeriod": str(QUEUE_RETENTION),
+        "MaximumMessageSize": str(MAX_MESSAGE_SIZE),
         "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
     }
 
@@ -123,7 +133,11 @@ def provision(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[
     changes = []
     prefix = settings.queue_prefix
     for spec in effective_specs(specs, settings):
-        dlq_attrs = {"MessageRetentionPeriod": str(DLQ_RETENTION), **_encryption(settings)}
+        dlq_attrs = {
+            **_encryption(settings),
+            "MessageRetentionPeriod": str(DLQ_RETENTION),
+            "MaximumMessageSize": str(MAX_MESSAGE_SIZE),
+        }
         dlq_change, dlq_url = _ensure(sqs, prefix + spec.dlq, dlq_attrs)
         change, _ = _ensure(sqs, prefix + spec.name, _desired(spec, settings, _arn(sqs, dlq_url)))
         changes += [dlq_change, change]
