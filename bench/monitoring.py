@@ -137,7 +137,7 @@ def child(tasks: int, rate: float) -> dict[str, Any]:
     from taskapp.sqs.provision import app_specs, provision
 
     settings = load_settings()
-    upgrade(settings.database_url)
+    upgrade(settings.database_url.get_secret_value())
     provision(client("sqs", settings), settings, app_specs(app))
     worker = subprocess.Popen(
         [

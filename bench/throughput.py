@@ -317,7 +317,7 @@ class Taskapp(Contender):
         from taskapp.sqs.provision import app_specs, ensure_bucket, provision
 
         settings = load_settings()
-        upgrade(settings.database_url)
+        upgrade(settings.database_url.get_secret_value())
         ensure_bucket(client("s3", settings), settings.bucket)
         provision(client("sqs", settings), settings, app_specs(app))
         self.app = app
@@ -363,7 +363,6 @@ class TaskappLean(Taskapp):
     name, queue, sns_prefix = "taskapp-lean", "btl-default", "btl-"
 
     def setup(self) -> None:
-        from dataclasses import replace
 
         from celery import Celery
 
@@ -372,7 +371,7 @@ class TaskappLean(Taskapp):
         from taskapp.aws import client
         from taskapp.sqs.provision import app_specs, provision
 
-        settings = replace(load_settings(), queue_prefix="btl-")
+        settings = load_settings().model_copy(update={"queue_prefix": "btl-"})
         provision(client("sqs", settings), settings, app_specs(app))
         lean = Celery("taskapp-lean", set_as_current=False)
         lean.conf.update({key: app.conf[key] for key in _PRODUCER_CONF})

@@ -47,7 +47,7 @@ enable_events = False
 inspect_timeout = 3000.0
 
 if _settings.flower_basic_auth:
-    basic_auth = [_settings.flower_basic_auth.reveal()]
+    basic_auth = [_settings.flower_basic_auth.get_secret_value()]
 
 
 def _is_loopback(host: str) -> bool:

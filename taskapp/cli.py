@@ -89,7 +89,7 @@ def show_settings(markdown: bool, readme: Path | None) -> None:
         head, rest = text.split(start, 1)
         readme.write_text(head + start + settings_table() + "\n" + end + rest.split(end, 1)[1])
         return
-    for name, value in vars(load_settings()).items():
+    for name, value in load_settings():  # secrets, the database password too, print masked
         click.echo(f"{name} = {value!r}")
 
 

@@ -57,7 +57,7 @@ def tune_engine(eng: Engine) -> None:
 
 def engine(url: str | None = None) -> Engine:
     """The engine for ``url`` (default: ``TASKAPP_DATABASE_URL`` now), created once per process."""
-    url = url or load_settings().database_url
+    url = url or load_settings().database_url.get_secret_value()
     eng = _engines.get(url)
     if eng is None:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
@@ -82,7 +82,10 @@ def alembic_config(url: str | None = None) -> Config:
     """Alembic configuration for ``url`` (default: ``TASKAPP_DATABASE_URL``)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", (url or load_settings().database_url).replace("%", "%%"))
+    cfg.set_main_option(
+        "sqlalchemy.url",
+        (url or load_settings().database_url.get_secret_value()).replace("%", "%%"),
+    )
     return cfg
 
 

@@ -82,8 +82,9 @@ def provisioned(app: Any, settings: Settings, sqs: Any, s3: Any) -> list[Any]:
     """Every queue, DLQ and the bucket of this session on the moto server; the DB migrated."""
     from taskapp.db import upgrade
 
-    upgrade(settings.database_url)
-    tests.tasks.effects_metadata.create_all(tests.tasks.engine(settings.database_url))
+    url = settings.database_url.get_secret_value()
+    upgrade(url)
+    tests.tasks.effects_metadata.create_all(tests.tasks.engine(url))
     ensure_bucket(s3, settings.bucket)
     return provision(sqs, settings, app_specs(app))
 

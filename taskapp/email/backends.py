@@ -53,4 +53,4 @@ def backend_for(settings: Settings) -> Backend:
         return SesBackend(client("sesv2", settings))
     if settings.email_backend == "file":
         return FileBackend(Path(settings.mail_dir))
-    return SmtpBackend(SmtpConfig.from_url(settings.smtp_url.reveal()))
+    return SmtpBackend(SmtpConfig.from_url(settings.smtp_url.get_secret_value()))

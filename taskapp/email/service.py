@@ -46,7 +46,10 @@ def send(
     key = check_idempotency_key(idempotency_key)
     try:
         with idempotency.held(
-            engine(settings.database_url), idempotency.key_for(TASK_NAME, key), TASK_NAME, lease
+            engine(settings.database_url.get_secret_value()),
+            idempotency.key_for(TASK_NAME, key),
+            TASK_NAME,
+            lease,
         ) as claim:
             if claim.done:
                 logger.info("email already sent, not sending again key=%s", key)

@@ -148,7 +148,7 @@ class Stack:
         from taskapp.sqs.provision import app_specs, ensure_bucket, provision
 
         settings = load_settings()
-        upgrade(settings.database_url)
+        upgrade(settings.database_url.get_secret_value())
         ensure_bucket(client("s3", settings), settings.bucket)
         provision(client("sqs", settings), settings, app_specs(app))
 

@@ -35,7 +35,7 @@ def run() -> list[tuple[str, str]]:
 
 
 def _ensure_orders() -> list[tuple[str, str]]:
-    url = load_settings().database_url
+    url = load_settings().database_url.get_secret_value()
     with db.engine(url).connect() as conn:
         count = int(conn.execute(select(func.count()).select_from(orders)).scalar_one())
     if count:

@@ -66,7 +66,7 @@ def on_postrun(
     }
     try:
         # The URL is resolved here: db.engine(None) would keep the first default it saw.
-        with db.engine(settings.database_url).begin() as conn:
+        with db.engine(settings.database_url.get_secret_value()).begin() as conn:
             conn.execute(task_runs.insert(), row)
     except SQLAlchemyError as exc:
         # Bookkeeping for a report must not turn a finished task into a failed one.

@@ -110,7 +110,7 @@ def _recipients(notify: object) -> tuple[str, ...]:
 
 def _engine(url: str | None) -> Any:
     # Resolved at use time: db.engine(None) caches whichever default it saw first.
-    return db.engine(url or load_settings().database_url)
+    return db.engine(url or load_settings().database_url.get_secret_value())
 
 
 def _db_errors(report: Report, rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:

@@ -19,8 +19,8 @@ def session_db(settings: Settings) -> str:
     """The session database (the one the worker uses), with every migration applied."""
     from taskapp.db import upgrade
 
-    upgrade(settings.database_url)
-    return settings.database_url
+    upgrade(settings.database_url.get_secret_value())
+    return settings.database_url.get_secret_value()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 from click.testing import CliRunner
@@ -53,12 +52,13 @@ def test_ses_kms_and_sts_statements_appear_only_when_configured(settings: Settin
     # given SES email, a customer-managed queue key and an assumed queue role
     key = "1234abcd-12ab-34cd-56ef-1234567890ab"
     role = f"arn:aws:iam::{ACCOUNT}:role/queues"
-    configured = replace(
-        settings,
-        email_backend="ses",
-        mail_from="Shop <noreply@shop.example>",
-        sqs_kms_key=key,
-        sts_role_arn=role,
+    configured = settings.model_copy(
+        update={
+            "email_backend": "ses",
+            "mail_from": "Shop <noreply@shop.example>",
+            "sqs_kms_key": key,
+            "sts_role_arn": role,
+        }
     )
     statements = _by_sid(build_policy(configured, ACCOUNT, ("worker",)))
     identity = f"arn:aws:ses:{settings.region}:{ACCOUNT}:identity/"

@@ -6,7 +6,6 @@ what the email service makes of them, and the migration of the old email_sends l
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, insert, inspect, select
 
+from config.settings import DatabaseUrl
 from taskapp import idempotency
 from taskapp.db import alembic_config, engine
 from taskapp.email import service
@@ -35,7 +35,7 @@ def test_a_send_under_a_held_key_is_refused_as_in_progress(
             request,
             idempotency_key="k",
             lease=60,
-            settings=dataclasses.replace(settings, database_url=database_url),
+            settings=settings.model_copy(update={"database_url": DatabaseUrl(database_url)}),
             backend=NoBackend(),  # type: ignore[arg-type]
         )
 

@@ -21,8 +21,8 @@ def images_db(settings: Settings) -> str:
     """The session database with every migration applied (image_uploads included)."""
     from taskapp.db import upgrade
 
-    upgrade(settings.database_url)
-    return settings.database_url
+    upgrade(settings.database_url.get_secret_value())
+    return settings.database_url.get_secret_value()
 
 
 @dataclass

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ def crash_env(
 ) -> tuple[Any, dict[str, str]]:
     """A producer and a worker environment on queues of their own."""
     prefix = settings.queue_prefix + "crash-"
-    provision(sqs, replace(settings, queue_prefix=prefix), app_specs(app))
+    provision(sqs, settings.model_copy(update={"queue_prefix": prefix}), app_specs(app))
     env = {**os.environ, "TASKAPP_QUEUE_PREFIX": prefix, "TASKAPP_HEARTBEAT_INTERVAL": "1"}
     return prefixed_app(app, prefix), env
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ def fifo(app: Any, sqs: Any, settings: Settings, provisioned: Any) -> tuple[Any,
     finally:
         del os.environ["TASKAPP_FIFO_QUEUES"]
     assert QUEUE in {s.name for s in specs}
-    provision(sqs, replace(settings, queue_prefix=prefix), specs)
+    provision(sqs, settings.model_copy(update={"queue_prefix": prefix}), specs)
     env = {
         **os.environ,
         "TASKAPP_QUEUE_PREFIX": prefix,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -39,7 +38,7 @@ def probe(app: Any, sqs: Any, settings: Settings) -> Any:
     """A producer with the app's routing but its own queue prefix, which no worker consumes."""
     prefix = settings.queue_prefix + "probe-"
     probe_app = prefixed_app(app, prefix)
-    probe_settings = replace(settings, queue_prefix=prefix)
+    probe_settings = settings.model_copy(update={"queue_prefix": prefix})
     provision(sqs, probe_settings, app_specs(app))
     return probe_app, probe_settings
 
@@ -124,8 +123,8 @@ def test_kms_key_setting_encrypts_every_queue_and_dlq(
     app: Any, sqs: Any, settings: Settings
 ) -> None:
     # given an environment of its own with a KMS key configured
-    kms = replace(
-        settings, queue_prefix=settings.queue_prefix + "kms-", sqs_kms_key="alias/aws/sqs"
+    kms = settings.model_copy(
+        update={"queue_prefix": settings.queue_prefix + "kms-", "sqs_kms_key": "alias/aws/sqs"}
     )
     # when it is provisioned
     changes = provision(sqs, kms, app_specs(app))

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ def signing(
     app: Any, sqs: Any, settings: Settings, provisioned: Any, tmp_path_factory: Any
 ) -> dict[str, Any]:
     prefix = settings.queue_prefix + "sig-"
-    provision(sqs, replace(settings, queue_prefix=prefix), app_specs(app))
+    provision(sqs, settings.model_copy(update={"queue_prefix": prefix}), app_specs(app))
     key, cert, store = _key_and_cert(tmp_path_factory.mktemp("signing"))
     env = {
         **os.environ,

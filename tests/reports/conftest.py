@@ -22,8 +22,8 @@ N_ORDERS = 600
 @pytest.fixture(scope="session", autouse=True)
 def session_db(settings: Settings) -> str:
     """The session database (the worker's default) carries every migration, reports' included."""
-    db.upgrade(settings.database_url)
-    return settings.database_url
+    db.upgrade(settings.database_url.get_secret_value())
+    return settings.database_url.get_secret_value()
 
 
 @pytest.fixture(scope="session")
