@@ -8,12 +8,13 @@ queue as ``send_email.delay()``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
+
+from config.settings import load_settings
 
 __all__ = [
     "Family",
@@ -64,13 +65,13 @@ def family_of(task_name: str) -> Family:
 
 
 @lru_cache(maxsize=8)
-def _fifo_families(raw: str) -> frozenset[Family]:
-    return frozenset(Family(name.strip()) for name in raw.split(",") if name.strip())
+def _fifo_families(names: tuple[str, ...]) -> frozenset[Family]:
+    return frozenset(map(Family, names))
 
 
 def fifo_families() -> frozenset[Family]:
-    """Families configured FIFO by ``TASKAPP_FIFO_QUEUES`` (validated in config/settings.py)."""
-    return _fifo_families(os.environ.get("TASKAPP_FIFO_QUEUES", ""))
+    """Families configured FIFO by ``TASKAPP_FIFO_QUEUES`` (``settings.fifo_queues``)."""
+    return _fifo_families(load_settings().fifo_queues)
 
 
 def lane(family: Family, priority: object = None) -> str:

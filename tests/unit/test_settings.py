@@ -25,7 +25,7 @@ from config.settings import (
     settings_table,
 )
 from taskapp.cli import README_MARKERS, main
-from taskapp.queues import Family, QueueSpec
+from taskapp.queues import Family, QueueSpec, fifo_families
 from taskapp.sqs.provision import effective_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,6 +168,14 @@ def test_fifo_queues_are_known_families(names: list[str]) -> None:
 
 def test_the_settings_know_every_task_family() -> None:
     assert set(get_args(FamilyName)) == {family.value for family in Family}
+
+
+def test_fifo_families_come_from_the_validated_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKAPP_FIFO_QUEUES", "email, reports")
+    assert fifo_families() == {Family.EMAIL, Family.REPORTS}
+    monkeypatch.setenv("TASKAPP_FIFO_QUEUES", "email,nope")
+    with pytest.raises(SettingError, match="TASKAPP_FIFO_QUEUES"):
+        fifo_families()
 
 
 def test_visibility_override_shorter_than_a_hard_limit_is_refused() -> None:
