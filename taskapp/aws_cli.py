@@ -24,22 +24,30 @@ def aws() -> None:
 @click.option(
     "--role",
     "role",
-    type=click.Choice(["worker", "release", "all"]),
+    # taskapp.sqs.policy.ROLES, spelled out so `taskapp --help` need not import kombu
+    type=click.Choice(["worker", "flower", "producer", "release", "all"]),
     default="all",
     show_default=True,
-    help="Statements of the worker role, the release (provisioning) role, or both.",
+    help="The policy of one role, or every role's (attach each to its own IAM role).",
 )
 def policy(account: str | None, role: str) -> None:
-    """Print a least-privilege IAM policy for the configured queues, topics and bucket."""
-    from taskapp.sqs.policy import ROLES, build_policy
+    """Print least-privilege IAM policies for the configured queues, topics and bucket.
+
+    Roles: worker (celery workers), flower, producer (web apps, beat: send tasks only) and
+    release (`taskapp queues provision`). With `--role all`, one policy document per role, by
+    role name: each fits IAM's 6,144-character limit for a managed policy, their union may not.
+    """
+    from taskapp.sqs.policy import build_policy, policies
 
     settings = load_settings()
     if account is None:
         from taskapp.aws import client
 
         account = str(client("sts", settings).get_caller_identity()["Account"])
-    roles = ROLES if role == "all" else (role,)
-    click.echo(json.dumps(build_policy(settings, account, roles), indent=2))
+    document = (
+        policies(settings, account) if role == "all" else build_policy(settings, account, (role,))
+    )
+    click.echo(json.dumps(document, indent=2))
 
 
 @aws.command("bucket")
