@@ -1,6 +1,9 @@
 """taskapp: Celery task families on Amazon SQS. ``celery -A taskapp worker`` finds ``app`` here."""
 
 from taskapp.app import app
+from taskapp.flower_setup import hook_flower
 from taskapp.sqs.batch import enqueue_many
 
 __all__ = ["app", "enqueue_many"]
+
+hook_flower()  # in a `celery -A taskapp flower` process: project set-up and the auth guard

@@ -1,10 +1,10 @@
-"""Flower's Broker page and ``/api/queues/length`` for SQS, hooked in from ``flowerconfig.py``.
+"""Flower's Broker page and ``/api/queues/length`` for SQS, hooked in by ``taskapp.flower_setup``.
 
 Flower 2.2 knows only RabbitMQ and Redis (``flower.utils.broker.Broker`` dispatches on the URL
 scheme and answers "'sqs' broker is not supported" otherwise). :func:`install` registers
 :class:`SQSBroker` for ``sqs://`` in that dispatch and serves the Broker page from a template
-with SQS's own counts. It runs inside Flower's process when Flower reads its config file, so
-Flower itself is not forked or patched on disk.
+with SQS's own counts. It runs inside Flower's process when Flower builds its app (with or
+without ``--conf``), so Flower itself is not forked or patched on disk.
 
 Each row is one SQS queue: every work queue (the ones workers consume and the ones in
 ``taskapp.queues``), each followed by its dead-letter queue, with the ``visible``,
