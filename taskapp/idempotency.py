@@ -28,12 +28,15 @@ from sqlalchemy import JSON, Column, Engine, Float, String, Table, delete, inser
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from taskapp.db import metadata
+from taskapp.errors import PermanentError
 
 __all__ = [
     "idempotency_keys",
     "Claim",
     "Held",
     "KeyBusy",
+    "InvalidIdempotencyKey",
+    "MAX_STORED_KEY",
     "key_for",
     "claim",
     "complete",
@@ -45,11 +48,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUNNING, DONE = "running", "done"
+#: Characters in a stored key, ``<task name>:<key>`` (the column's length).
+MAX_STORED_KEY = 300
 
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
-    Column("key", String(300), primary_key=True),
+    Column("key", String(MAX_STORED_KEY), primary_key=True),
     Column("task_name", String(200), nullable=False),
     Column("state", String(16), nullable=False),
     # Epoch seconds: compared the same way on SQLite and PostgreSQL, whatever the time zone.
@@ -72,13 +77,55 @@ class Claim:
     owner: str | None = None
 
 
+class InvalidIdempotencyKey(PermanentError, ValueError):
+    """A key that cannot be stored: not a string, empty, too long, or not printable.
+
+    Checked before the database sees it: PostgreSQL refuses an over-long key with ``DataError``
+    and a NUL with ``ValueError``, which a task would report as a crash; SQLite stores either.
+    Also a ``ValueError``, so code that reads keys from a message treats it as malformed input.
+    """
+
+    field = "idempotency_key"
+
+
 def key_for(task_name: str, key: str) -> str:
     """The stored key of ``task_name`` run under ``key``: keys of different tasks never meet."""
+    if not isinstance(key, str):
+        raise InvalidIdempotencyKey(f"idempotency_key: expected a string, got {type(key).__name__}")
+    room = MAX_STORED_KEY - len(task_name) - 1
+    if not 1 <= len(key) <= room:
+        raise InvalidIdempotencyKey(
+            f"idempotency_key: {len(key)} characters; {task_name} takes 1 to {room} "
+            f"(stored as '<task name>:<key>' in at most {MAX_STORED_KEY})"
+            if key
+            else "idempotency_key: empty"
+        )
+    _check_printable(key)
     return f"{task_name}:{key}"
+
+
+def _check_stored(stored: str) -> None:
+    if len(stored) > MAX_STORED_KEY:
+        raise InvalidIdempotencyKey(
+            f"idempotency_key: the stored key has {len(stored)} characters, "
+            f"over the column's {MAX_STORED_KEY}"
+        )
+    _check_printable(stored)
+
+
+def _check_printable(key: str) -> None:
+    # Control characters, line breaks and NUL: PostgreSQL refuses NUL, and the others end up
+    # in logs, Message-IDs and headers where they do harm.
+    for position, char in enumerate(key):
+        if not char.isprintable():
+            raise InvalidIdempotencyKey(
+                f"idempotency_key: character {position} is U+{ord(char):04X}, not printable"
+            )
 
 
 def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Claim:
     """Take the lease on ``key``, or report that it is done or held by a live lease."""
+    _check_stored(key)
     now, owner = time.time(), uuid.uuid4().hex
     row = {
         "owner": owner,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,90 @@ def test_entity_versions_only_move_forward(database_url: str) -> None:
     assert advance(eng, "customer:1", 7, "t7")  # the same task again (a retry) may run
     assert not advance(eng, "customer:1", 7, "other")  # another task at that version may not
     assert advance(eng, "customer:2", 1, "t1")  # entities are independent
+
+
+# The stored key is "<task name>:<key>" in a String(300) column: PostgreSQL refuses a longer
+# one with DataError (a crash), SQLite stores it; both must refuse it before the database.
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("x" * 299, "299 characters; t takes 1 to 298"),  # "t:" + 299 = 301 stored
+        ("a\x00b", "U+0000"),
+        ("a\tb", "U+0009"),
+        ("line\nbreak", "U+000A"),
+        ("a\u2028b", "U+2028"),
+        ("\x1b[31mred", "U+001B"),
+        ("", "empty"),
+    ],
+)
+def test_a_bad_key_is_a_permanent_error_naming_the_field_before_the_database(
+    database_url: str, key: str, reason: str
+) -> None:
+    from taskapp.errors import PermanentError
+
+    eng = engine(database_url)
+    # when a key that is too long or not printable is turned into a stored key
+    with pytest.raises(idempotency.InvalidIdempotencyKey) as caught:
+        idempotency.claim(eng, idempotency.key_for("t", key), "t", 60)
+    # then it is a permanent error saying which field and what is wrong
+    assert isinstance(caught.value, PermanentError)
+    assert str(caught.value).startswith("idempotency_key: ")
+    assert reason in str(caught.value)
+    # and nothing reached the table
+    with eng.connect() as conn:
+        rows = conn.execute(idempotency.idempotency_keys.select()).all()
+    assert rows == []
+
+
+def test_the_longest_key_that_fits_is_stored_on_both_databases(database_url: str) -> None:
+    eng = engine(database_url)
+    # given a key exactly as long as the column allows after "<task name>:"
+    longest = "é" * (idempotency.MAX_STORED_KEY - len("email.send:"))
+    stored = idempotency.key_for("email.send", longest)
+    # then it claims and completes like any other key
+    assert idempotency.claim(eng, stored, "email.send", 60).acquired
+    assert idempotency.complete(eng, stored, {"ok": 1})
+    assert idempotency.claim(eng, stored, "email.send", 60).result == {"ok": 1}
+
+
+def test_a_stored_key_over_the_column_is_refused_by_claim_itself(database_url: str) -> None:
+    # given code that builds a stored key without key_for
+    with pytest.raises(idempotency.InvalidIdempotencyKey, match="^idempotency_key: "):
+        idempotency.claim(engine(database_url), "t:" + "y" * 299, "t", 60)
+
+
+def test_a_bad_key_is_also_a_value_error_so_message_checks_treat_it_as_malformed() -> None:
+    # taskapp.sqs.worker.already_done catches ValueError while it reads a pointer's key
+    with pytest.raises(ValueError):
+        idempotency.key_for("t", "x" * 400)
+
+
+@pytest.mark.integration
+def test_a_task_with_an_over_long_key_fails_as_permanent_not_crash(
+    worker: Any, sqs: Any, settings: Any
+) -> None:
+    from taskapp.sqs.deadletter import read_reason
+    from tests.conftest import drain, queue_url
+    from tests.tasks import effect_times, record
+
+    tag = f"longkey-{uuid.uuid4().hex[:8]}"
+    # when a task is sent with a caller key the idempotency table cannot hold
+    result = record.apply_async((tag,), idempotency_key="k" * 400)
+    error = result.get(timeout=30, interval=0.05, propagate=False)
+    # then it fails with the field named, before running, and is dead-lettered as permanent
+    assert result.status == "FAILURE"
+    assert isinstance(error, idempotency.InvalidIdempotencyKey), error
+    assert str(error).startswith("idempotency_key: 400 characters")
+    assert effect_times(tag) == []
+    url = queue_url(sqs, settings, "default-dlq")
+    mine: list[Any] = []
+    deadline = time.monotonic() + 30
+    while not mine and time.monotonic() < deadline:
+        for message in drain(sqs, url, wait=1):
+            letter = read_reason(message.get("MessageAttributes", {}))
+            if letter is not None and letter.task_id == result.id:
+                mine.append(letter)
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert [(letter.reason, letter.error_type) for letter in mine] == [
+        ("permanent", "InvalidIdempotencyKey")
+    ]
