@@ -43,6 +43,8 @@ class TaskappTask(Task):
     """
 
     Request = "taskapp.sqs.worker:Request"
+    #: Celery's default strategy; with signing on, it checks the signed headers first.
+    Strategy = "taskapp.sqs.signing:strategy"
     #: Run under an idempotency key (Celery's own ``celery.*`` tasks never do).
     idempotent = True
 
@@ -171,6 +173,15 @@ def _native_delay(
     hop = app.conf.broker_transport_options.get("delay_hop", 900)
     apply_native_delay(headers, properties, routing_key or "", hop)
     apply_fifo_defaults(headers, properties, routing_key or "")
+
+
+@signals.before_task_publish.connect
+def _seal_headers(body: Any, headers: dict[str, Any], **_: Any) -> None:
+    """With signing on, the signature also covers the deciding headers and the signing time."""
+    if app.conf.task_serializer == "auth":
+        from taskapp.sqs.signing import seal
+
+        seal(body, headers)
 
 
 @signals.worker_init.connect
