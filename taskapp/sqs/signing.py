@@ -123,12 +123,12 @@ def check(headers: Mapping[str, Any], body: Any, max_age: float, now: float | No
     """Refuse a message whose deciding headers differ from its signed copy, or a replay
     signed (or due) more than ``max_age`` seconds ago."""
     copy, signed_at = _sealed(body)
-    differs = [
-        name
-        for name in SIGNED_HEADERS
-        if _canonical(copy.get(name)) != _canonical(headers.get(name))
-    ]
-    if differs:
+    if _canonical(signed_copy(copy)) != _canonical(signed_copy(headers)):
+        differs = [
+            name
+            for name in SIGNED_HEADERS
+            if _canonical(copy.get(name)) != _canonical(headers.get(name))
+        ]
         raise UnacceptableMessage(
             f"headers differ from the signed copy: {', '.join(differs)}", "signature"
         )
