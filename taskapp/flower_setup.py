@@ -88,6 +88,7 @@ def _with_setup(init: Any) -> Any:
 
         apply_defaults(default_options if options is None else options)
         install()
+        protect_metrics()
         # Flower passes a copy of flower.urls.settings, taken before this call.
         kwargs.setdefault("template_loader", flower.urls.settings["template_loader"])
         init(self, options, *args, **kwargs)
@@ -126,15 +127,36 @@ def _given(options: Any, name: str) -> bool:
 def apply_defaults(options: Any) -> None:
     """Give each option nobody set the project's default (``config/flowerconfig.py``)."""
     from config.flowerconfig import DEFAULTS
-    from config.settings import load_settings
+    from config.settings import SettingError, load_settings
 
     defaults = dict(DEFAULTS)
-    credentials = load_settings().flower_basic_auth
+    try:
+        credentials = load_settings().flower_basic_auth
+    except SettingError as exc:
+        # The same one line and status as the CLI, worker and beat give for a bad setting.
+        print(f"taskapp: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if credentials:
         defaults["basic_auth"] = [credentials.get_secret_value()]
     for name, value in defaults.items():
         if not _given(options, name):
             setattr(options, name, value)
+
+
+def protect_metrics() -> None:
+    """Ask ``/metrics`` for the same credentials as every other page.
+
+    Flower serves its Prometheus metrics without authentication even when auth is on, so
+    worker names, task names and counts would be readable by anyone who reaches the port.
+    Prometheus scrapes with ``basic_auth`` in its scrape config. ``/healthcheck`` stays open.
+    """
+    from flower.views.monitor import Metrics
+    from tornado.web import authenticated as login_required
+
+    if not getattr(Metrics.get, "taskapp_protected", False):
+        protected = login_required(Metrics.get)
+        protected.taskapp_protected = True  # type: ignore[attr-defined]
+        Metrics.get = protected  # type: ignore[method-assign]
 
 
 def authenticated(options: Any) -> bool:

@@ -195,6 +195,10 @@ def test_every_interface_with_basic_auth_asks_for_credentials(
     assert flower.request("/")[0] == 401
     assert flower.request("/", auth="ops:wrong")[0] == 401
     assert flower.request("/", auth=CREDENTIALS)[0] == 200
+    # Flower serves /metrics without auth of its own; ours asks like every other page.
+    assert flower.request("/metrics")[0] == 401
+    assert flower.request("/metrics", auth=CREDENTIALS)[0] == 200
+    assert flower.request("/healthcheck")[0] == 200
 
 
 @pytest.fixture(scope="module")
