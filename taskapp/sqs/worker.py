@@ -8,6 +8,14 @@ and rejects an unknown one into an endless redelivery loop (kombu#1761, kombu#24
   only then lets Celery acknowledge it and record FAILURE.
 * ``Consumer`` does the same for poison: bodies that are not Celery messages, unknown task
   names, and malformed task messages. The worker keeps consuming.
+* Celery's consumer handles only ``InvalidTaskError``, ``ContentDisallowed`` and ``DecodeError``
+  while a message becomes a request; anything else (a header of the wrong type, a body of the
+  wrong shape, a task strategy that raises, e.g. a signature check) is "Unrecoverable error" and
+  the worker exits. ``Consumer`` catches everything there: an ``UnacceptableMessage`` is
+  dead-lettered with its reason, anything else with ``poison``. So are the transport's
+  refusals (``taskapp/sqs/transport.py``): messages that could not even be read. One refusal is
+  not an error: a duplicate of a claim-checked message that already completed finds its S3
+  object deleted; its idempotency record answers it, and it is acknowledged.
 
 If the DLQ cannot be written, the message is rejected instead of acknowledged, so SQS redelivers
 it and its RedrivePolicy still dead-letters it in the end: nothing is deleted without a copy.
@@ -31,12 +39,14 @@ from celery.exceptions import (
     WorkerLostError,
 )
 from celery.worker import request as celery_request
+from celery.worker import state as worker_state
 from celery.worker.consumer import consumer as celery_consumer
 from kombu.exceptions import ContentDisallowed
+from vine import promise
 
 from taskapp.errors import PermanentError, RetryableError
-from taskapp.sqs.deadletter import DeadLetter, send_dead_letter
-from taskapp.sqs.transport import receive_count
+from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_letter
+from taskapp.sqs.transport import receive_count, refusal_of
 
 __all__ = ["Request", "Consumer", "classify", "dead_letter_message"]
 
@@ -130,22 +140,96 @@ class Request(celery_request.Request):
         )
 
 
-class Consumer(celery_consumer.Consumer):
-    """Celery's consumer, dead-lettering poison instead of dropping or looping on it."""
+def refusal_reason(exc: BaseException) -> str:
+    """The dead-letter reason of a message that could not become a request because of ``exc``."""
+    if isinstance(exc, UnacceptableMessage):
+        return exc.reason
+    causes = (exc, exc.__cause__, exc.__context__, *exc.args)
+    return "signature" if any(isinstance(c, SecurityError) for c in causes) else "poison"
 
-    def _poison(
-        self, message: Any, exc: BaseException | None, why: str, reason: str = "poison"
-    ) -> None:
-        headers = message.headers or {}
+
+def already_done(identity: str | None) -> bool:
+    """Whether a pointer's idempotency attribute (JSON ``{"task", "key"}``) names a record that
+    completed: then a delivery whose claim-check object is gone is a duplicate."""
+    import json
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from taskapp.db import engine
+    from taskapp.idempotency import DONE, idempotency_keys, key_for
+
+    try:
+        parts = json.loads(identity or "")
+        key = key_for(str(parts["task"]), str(parts["key"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+    column = idempotency_keys.c
+    try:
+        with engine().connect() as conn:
+            state = conn.execute(select(column.state).where(column.key == key)).scalar()
+    except SQLAlchemyError as exc:
+        logger.warning("could not read idempotency key=%s: %r", key, exc)
+        return False
+    return state == DONE
+
+
+class Consumer(celery_consumer.Consumer):
+    """Celery's consumer, dead-lettering poison instead of dropping, looping on it or exiting."""
+
+    def create_task_handler(self, promise: Any = promise) -> Any:
+        on_task_received = super().create_task_handler(promise)
+
+        def on_message(message: Any) -> None:
+            refusal = refusal_of(message)
+            if refusal is not None:
+                self._on_refusal(message, refusal)
+                return
+            try:
+                on_task_received(message)
+            except Exception as exc:  # the message-to-request boundary: Celery exits otherwise
+                self._on_unexpected(message, exc)
+
+        return on_message
+
+    def _on_refusal(self, message: Any, refusal: dict[str, Any]) -> None:
+        if refusal.get("missing") and already_done(refusal.get("idempotency")):
+            logger.info(
+                "duplicate of a completed claim-checked message: %s", refusal["idempotency"]
+            )
+            message.ack()
+            return
+        self._poison(
+            message,
+            str(refusal.get("reason") or "poison"),
+            str(refusal.get("error_type") or "UnacceptableMessage"),
+            str(refusal.get("error_message") or ""),
+        )
+
+    def _on_unexpected(self, message: Any, exc: Exception) -> None:
+        if message.acknowledged or message.delivery_info.get("dead_lettered"):
+            # Whatever raised had already settled the message (e.g. Celery's own handler).
+            logger.error("error after a message was settled: %r", exc, exc_info=True)
+            return
+        logger.error("message could not become a request: %r", exc, exc_info=True)
+        self._poison(message, refusal_reason(exc), type(exc).__name__, str(exc))
+        # The strategy may have reserved a request before it raised (a time limit that is not a
+        # pair fails in execute_using_pool): forget it, or heartbeats renew a deleted message.
+        for request in list(worker_state.reserved_requests | worker_state.scheduled_requests):
+            if getattr(request, "_message", None) is message:
+                worker_state.task_ready(request)
+
+    def _poison(self, message: Any, reason: str, error_type: str, error_message: str) -> None:
+        headers = message.headers if isinstance(message.headers, dict) else {}
         info = message.delivery_info
         letter = DeadLetter(
             reason=reason,
-            error_type=type(exc).__name__ if exc else "UnknownMessage",
-            error_message=str(exc) if exc else why,
+            error_type=error_type,
+            error_message=error_message,
             attempts=receive_count(info.get("sqs_message") or {}),
-            task_name=str(headers.get("task", "")),
-            task_id=str(headers.get("id", "")),
-            source_queue=info.get("routing_key", ""),
+            task_name=_text(headers.get("task")),
+            task_id=_text(headers.get("id")),
+            source_queue=_text(info.get("routing_key")),
         )
         if dead_letter_message(message, letter):
             message.ack()
@@ -154,20 +238,25 @@ class Consumer(celery_consumer.Consumer):
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
         # kombu wraps the signing serializer's SecurityError (forged, tampered) in DecodeError.
-        causes = (exc, exc.__cause__, exc.__context__, *exc.args)
-        forged = any(isinstance(cause, SecurityError) for cause in causes)
-        self._poison(message, exc, "undecodable body", "signature" if forged else "poison")
+        self._poison(message, refusal_reason(exc), type(exc).__name__, str(exc))
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        self._poison(message, None, "not a Celery task message")
+        self._poison(message, "poison", "UnknownMessage", "not a Celery task message")
 
     def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
         unsigned = isinstance(exc, ContentDisallowed) and self.app.conf.task_serializer == "auth"
-        self._poison(message, exc, "invalid task message", "signature" if unsigned else "poison")
+        reason = "signature" if unsigned else refusal_reason(exc)
+        self._poison(message, reason, type(exc).__name__, str(exc))
 
     def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
         headers = message.headers or {}
-        name = headers.get("task", "?")
-        self._poison(message, NotRegistered(name), f"unknown task {name!r}")
-        if "id" in headers:
-            self.app.backend.mark_as_failure(headers["id"], NotRegistered(name))
+        name = _text(headers.get("task")) or "?"
+        error = NotRegistered(name)
+        self._poison(message, "poison", type(error).__name__, str(error))
+        if isinstance(headers.get("id"), str):
+            self.app.backend.mark_as_failure(headers["id"], error)
+
+
+def _text(value: Any) -> str:
+    """A header value as dead-letter text: strings as they are, anything else as nothing."""
+    return value if isinstance(value, str) else ""
