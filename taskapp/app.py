@@ -79,12 +79,23 @@ class TaskappTask(Task):
         logger.warning("skipping stale %s for %s version %s", self.name, entity, version)
         return True
 
+    def resolve_idempotency_key(self, kwarg: Any = None) -> Any:
+        """The key this delivery runs under: the header, else the keyword argument, else the id.
+
+        The one resolver: the claim below and tasks that claim their own key (email.send) both
+        use it. The ``idempotency_key`` header, set by ``apply_async(idempotency_key=...)``,
+        wins over the ``idempotency_key`` keyword argument because it is chosen when the message
+        is published, while the argument is part of the signature: a signature published twice
+        under two keys must run twice, as ``apply_async`` options override a signature's own.
+        The value is the caller's, unchecked; whoever stores it validates it.
+        """
+        return getattr(self.request, "idempotency_key", None) or kwarg or self.request.id
+
     def idempotency_key(self, kwargs: dict[str, Any]) -> str:
-        """``<task name>:<key>``: the caller's key if given, else the task id."""
+        """``<task name>:<key>``: the key claimed for this delivery (see the resolver above)."""
         from taskapp.idempotency import key_for
 
-        key = getattr(self.request, "idempotency_key", None) or kwargs.get("idempotency_key")
-        return key_for(self.name, key or self.request.id)
+        return key_for(self.name, self.resolve_idempotency_key(kwargs.get("idempotency_key")))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly or not self.idempotent or self.name.startswith("celery."):

@@ -57,8 +57,8 @@ def send_email(
         to, subject, body=body, html=html, template=template, context=context, cc=cc, bcc=bcc,
         reply_to=reply_to, attachments=attachments, headers=headers,
     )  # fmt: skip
-    # The key may also come as a message header (``apply_async(idempotency_key=...)``).
-    key = idempotency_key or getattr(self.request, "idempotency_key", None) or self.request.id
+    # A header (``apply_async(idempotency_key=...)``) wins over the argument, as for every task.
+    key = self.resolve_idempotency_key(idempotency_key)
     return service.send(request, idempotency_key=key, lease=SEND_LEASE)
 
 
@@ -90,7 +90,7 @@ def send_bulk(
     again, but every email's idempotency key is ``<bulk key>:<index>``, so none is sent twice.
     """
     people, shared, options = bulk.prepare(recipients, subject, options)
-    base_key = idempotency_key or self.request.id
+    base_key = self.resolve_idempotency_key(idempotency_key)
     chunks = bulk.plan(people, load_settings().email_send_rate, chunk_size)
     for chunk in chunks:
         group(
