@@ -1,4 +1,8 @@
-"""The built-in reports: ``task_activity`` (from the task records) and the demo business ones."""
+"""The built-in reports: ``task_activity`` (from the task records) and the demo business ones.
+
+``REPORTS`` is the registry ``reports.generate`` looks names up in. It is built once, when this
+module is imported; ``get_report`` and ``report_names`` read it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,19 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, String, and_, func, inspect, select
 from sqlalchemy.sql.expression import column, table
 
-from taskapp.reports.definitions import Chart, Column, Param, Report, SqlSource, register
+from taskapp.reports.definitions import Chart, Column, Param, Report, SqlSource
+from taskapp.reports.registry import Registry
 from taskapp.reports.runtimes import task_runs
 
-__all__ = ["task_activity", "orders_by_day", "orders", "percentile"]
+__all__ = [
+    "REPORTS",
+    "get_report",
+    "report_names",
+    "task_activity",
+    "orders_by_day",
+    "orders",
+    "percentile",
+]
 
 
 def _today() -> date:
@@ -129,33 +142,31 @@ def _task_activity_rows(conn: Connection, values: Mapping[str, Any]) -> Iterator
         )
 
 
-task_activity = register(
-    Report(
-        name="task_activity",
-        title="Task activity by queue and task",
-        description=(
-            "Counts by final state from Celery's result table (celery_taskmeta, by date_done), "
-            "failure rate = failed / (succeeded + failed), total retries; runtimes are wall-clock "
-            "seconds per execution recorded by the workers in reports_task_runs."
-        ),
-        source=_task_activity_rows,
-        params=(START, END, Param("queue", "str", max_length=155, doc="Only this queue.")),
-        columns=(
-            Column("queue"),
-            Column("task"),
-            Column("total", "int"),
-            Column("succeeded", "int"),
-            Column("failed", "int"),
-            Column("retrying", "int"),
-            Column("revoked", "int"),
-            Column("other", "int", "Other states"),
-            Column("failure_rate", "float"),
-            Column("retries", "int"),
-            Column("runs", "int", "Timed runs"),
-            Column("p50_s", "float", "p50 runtime (s)"),
-            Column("p95_s", "float", "p95 runtime (s)"),
-        ),
-    )
+task_activity = Report(
+    name="task_activity",
+    title="Task activity by queue and task",
+    description=(
+        "Counts by final state from Celery's result table (celery_taskmeta, by date_done), "
+        "failure rate = failed / (succeeded + failed), total retries; runtimes are wall-clock "
+        "seconds per execution recorded by the workers in reports_task_runs."
+    ),
+    source=_task_activity_rows,
+    params=(START, END, Param("queue", "str", max_length=155, doc="Only this queue.")),
+    columns=(
+        Column("queue"),
+        Column("task"),
+        Column("total", "int"),
+        Column("succeeded", "int"),
+        Column("failed", "int"),
+        Column("retrying", "int"),
+        Column("revoked", "int"),
+        Column("other", "int", "Other states"),
+        Column("failure_rate", "float"),
+        Column("retries", "int"),
+        Column("runs", "int", "Timed runs"),
+        Column("p50_s", "float", "p50 runtime (s)"),
+        Column("p95_s", "float", "p95 runtime (s)"),
+    ),
 )
 
 
@@ -192,39 +203,41 @@ WHERE created_at >= :start AND created_at < :end
 ORDER BY created_at, id
 """
 
-orders_by_day = register(
-    Report(
-        name="orders_by_day",
-        title="Orders by day and region",
-        description="Order count and revenue (cents) per UTC day and region.",
-        source=SqlSource(_ORDERS_BY_DAY_PG, dialects={"sqlite": _ORDERS_BY_DAY_SQLITE}),
-        params=(START, END, _REGION),
-        columns=(
-            Column("day", "date"),
-            Column("region"),
-            Column("orders", "int"),
-            Column("revenue_cents", "int", "Revenue (cents)"),
-        ),
-        chart=Chart(x="day", y="revenue_cents", series="region", title="Revenue per day (cents)"),
-        splittable=True,
-    )
+orders_by_day = Report(
+    name="orders_by_day",
+    title="Orders by day and region",
+    description="Order count and revenue (cents) per UTC day and region.",
+    source=SqlSource(_ORDERS_BY_DAY_PG, dialects={"sqlite": _ORDERS_BY_DAY_SQLITE}),
+    params=(START, END, _REGION),
+    columns=(
+        Column("day", "date"),
+        Column("region"),
+        Column("orders", "int"),
+        Column("revenue_cents", "int", "Revenue (cents)"),
+    ),
+    chart=Chart(x="day", y="revenue_cents", series="region", title="Revenue per day (cents)"),
+    splittable=True,
 )
 
-orders = register(
-    Report(
-        name="orders",
-        title="Orders",
-        description="Every order in the range, oldest first.",
-        source=SqlSource(_ORDERS),
-        params=(START, END, _REGION),
-        columns=(
-            Column("id", "int"),
-            Column("created_at", "datetime"),
-            Column("customer_id", "int"),
-            Column("region"),
-            Column("amount_cents", "int"),
-        ),
-        chart=Chart(x="created_at", y="amount_cents", title="Order amounts (cents)"),
-        splittable=True,
-    )
+orders = Report(
+    name="orders",
+    title="Orders",
+    description="Every order in the range, oldest first.",
+    source=SqlSource(_ORDERS),
+    params=(START, END, _REGION),
+    columns=(
+        Column("id", "int"),
+        Column("created_at", "datetime"),
+        Column("customer_id", "int"),
+        Column("region"),
+        Column("amount_cents", "int"),
+    ),
+    chart=Chart(x="created_at", y="amount_cents", title="Order amounts (cents)"),
+    splittable=True,
 )
+
+
+#: Every built-in report by name.
+REPORTS = Registry([task_activity, orders_by_day, orders])
+get_report = REPORTS.get
+report_names = REPORTS.names

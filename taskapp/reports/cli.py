@@ -20,7 +20,7 @@ def reports() -> None:
 @reports.command("list")
 def reports_list() -> None:
     """Print every report with its parameters."""
-    from taskapp.reports.definitions import get_report, report_names
+    from taskapp.reports.catalogue import get_report, report_names
 
     for name in report_names():
         report = get_report(name)

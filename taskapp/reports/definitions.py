@@ -3,6 +3,9 @@
 A source is either SQL text whose only inputs are bound parameters (``:start``, ``:region``),
 or a Python function ``(connection, params) -> rows``. Parameters are validated before anything
 touches the database; a bad one raises ``ReportParamError`` naming it.
+
+This module imports nothing else of ``taskapp.reports``: the reports themselves are declared in
+``catalogue`` and looked up by name through ``registry``.
 """
 
 from __future__ import annotations
@@ -27,15 +30,8 @@ __all__ = [
     "SqlSource",
     "Report",
     "Source",
-    "register",
-    "get_report",
-    "report_names",
-    "FORMATS",
-    "validate_format",
+    "shorten",
 ]
-
-#: Output formats ``reports.generate`` accepts.
-FORMATS = ("csv", "xlsx", "html", "pdf")
 
 
 class ReportParamError(PermanentError):
@@ -108,7 +104,7 @@ class Param:
         try:
             value = parse(raw)
         except ValueError:
-            raise ReportParamError(self.name, f"expected {expected}, got {_shorten(raw)}") from None
+            raise ReportParamError(self.name, f"expected {expected}, got {shorten(raw)}") from None
         if self.type == "str" and len(value) > self.max_length:
             raise ReportParamError(self.name, f"longer than {self.max_length} characters")
         if self.choices and value not in self.choices:
@@ -119,7 +115,8 @@ class Param:
         return value.isoformat() if isinstance(value, date) else value
 
 
-def _shorten(raw: object) -> str:
+def shorten(raw: object) -> str:
+    """``repr(raw)``, cut to 60 characters: how an error message shows a bad value."""
     shown = repr(raw)
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
@@ -281,38 +278,3 @@ def _check_range(start: date, end: date, max_days: int) -> None:
     days = (end - start).days + 1
     if days > max_days:
         raise ReportParamError("end", f"range of {days} days is longer than {max_days} days")
-
-
-# --- registry -------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Report] = {}
-
-
-def register(report: Report) -> Report:
-    """Add ``report`` to the registry under its name (the name ``reports.generate`` takes)."""
-    _REGISTRY[report.name] = report
-    return report
-
-
-def get_report(name: object) -> Report:
-    """The registered report called ``name``; ``ReportParamError`` on ``name`` if unknown."""
-    from taskapp.reports import builtins  # noqa: F401  (registers the built-in reports)
-
-    if not isinstance(name, str) or name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ReportParamError("name", f"unknown report {_shorten(name)}; known: {known}")
-    return _REGISTRY[name]
-
-
-def report_names() -> list[str]:
-    """Names of every registered report."""
-    from taskapp.reports import builtins  # noqa: F401
-
-    return sorted(_REGISTRY)
-
-
-def validate_format(fmt: object) -> str:
-    """``fmt`` if it is a supported output format; ``ReportParamError`` on ``format`` if not."""
-    if fmt not in FORMATS:
-        raise ReportParamError("format", f"unsupported {_shorten(fmt)}; use one of {FORMATS}")
-    return str(fmt)

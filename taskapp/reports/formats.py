@@ -1,5 +1,8 @@
 """Output formats: CSV (streamed row by row), XLSX (openpyxl write-only), HTML (Jinja2 + chart).
 
+``FORMATS`` declares every format a request may ask for, PDF included, with its file extension
+and Content-Type; ``validate_format`` checks a request's against it.
+
 Every writer takes rows as an iterator and a binary stream to write to, and returns the number of
 rows written. CSV and XLSX hold no rows in memory; HTML keeps at most ``HTML_MAX_ROWS`` for its
 table and a per-day sum for its chart. PDF, which shows what HTML does, is in ``reports.pdf``.
@@ -23,11 +26,12 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
 from taskapp.reports.chart import line_chart
-from taskapp.reports.definitions import Chart, Column, Report
+from taskapp.reports.definitions import Chart, Column, Report, ReportParamError, shorten
 
 __all__ = [
     "Format",
     "FORMATS",
+    "validate_format",
     "Sink",
     "HTML_MAX_ROWS",
     "XLSX_MAX_ROWS",
@@ -235,7 +239,7 @@ def write_html(
     return count
 
 
-# --- registry -------------------------------------------------------------------------------
+# --- the formats ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,7 @@ class Format:
     disposition: str  # "attachment" or "inline"
 
 
+#: Every output format ``reports.generate`` accepts, by name.
 FORMATS: dict[str, Format] = {
     "csv": Format("csv", "csv", "text/csv; charset=utf-8", "attachment"),
     "xlsx": Format(
@@ -259,3 +264,11 @@ FORMATS: dict[str, Format] = {
     "html": Format("html", "html", "text/html; charset=utf-8", "inline"),
     "pdf": Format("pdf", "pdf", "application/pdf", "inline"),
 }
+
+
+def validate_format(fmt: object) -> str:
+    """``fmt`` if it is a supported output format; ``ReportParamError`` on ``format`` if not."""
+    # The isinstance check first: an unhashable value (a list) cannot be looked up in a dict.
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise ReportParamError("format", f"unsupported {shorten(fmt)}; use one of {tuple(FORMATS)}")
+    return fmt

@@ -20,8 +20,17 @@ from config.settings import load_settings
 from taskapp import db
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.reports import delivery
-from taskapp.reports.definitions import Report, ReportParamError, get_report, validate_format
-from taskapp.reports.formats import FORMATS, Sink, read_csv_rows, write_csv, write_html, write_xlsx
+from taskapp.reports.catalogue import get_report
+from taskapp.reports.definitions import Report, ReportParamError
+from taskapp.reports.formats import (
+    FORMATS,
+    Sink,
+    read_csv_rows,
+    validate_format,
+    write_csv,
+    write_html,
+    write_xlsx,
+)
 from taskapp.reports.pdf import write_pdf
 
 __all__ = [

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from taskapp.errors import PermanentError
-from taskapp.reports.definitions import ReportParamError, report_names
+from taskapp.reports.catalogue import get_report, report_names
+from taskapp.reports.definitions import ReportParamError
+from taskapp.reports.registry import Registry
 from taskapp.reports.service import ReportRequest
 
 RANGE = {"start": "2025-01-01", "end": "2025-01-31"}
@@ -71,3 +73,18 @@ def test_a_long_range_splits_into_contiguous_parts_in_order() -> None:
 def test_a_report_that_aggregates_over_the_whole_range_is_never_split() -> None:
     request = ReportRequest.build("task_activity", {"start": "2025-01-01", "end": "2025-03-31"})
     assert len(request.split(7)) == 1
+
+
+def test_a_format_that_is_not_a_string_is_a_param_error_not_a_crash() -> None:
+    # FORMATS is a dict: a list must be refused before it is looked up (unhashable)
+    with pytest.raises(ReportParamError) as caught:
+        ReportRequest.build("orders", RANGE, ["csv"])
+    assert str(caught.value) == (
+        "parameter 'format': unsupported ['csv']; use one of ('csv', 'xlsx', 'html', 'pdf')"
+    )
+
+
+def test_a_registry_refuses_two_reports_under_one_name() -> None:
+    orders = get_report("orders")
+    with pytest.raises(ValueError, match="two reports are named 'orders'"):
+        Registry([orders, orders])

@@ -9,7 +9,7 @@ from celery.backends.database.models import TaskExtended
 from sqlalchemy import func, insert, select
 
 from taskapp import db
-from taskapp.reports.definitions import get_report
+from taskapp.reports.catalogue import get_report
 from taskapp.reports.runtimes import task_runs
 from taskapp.reports.service import ReportRequest
 from taskapp.sample import orders
