@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskapp.email.compose import subject_for
 from taskapp.email.errors import EmailInputError, NoRecipients
 from taskapp.email.request import EmailRequest, parse_address
 from taskapp.email.templates import render
@@ -54,9 +55,9 @@ def prepare(
     rest = dict(options)
     shared = dict(rest.pop("context", None) or {})
     first = {**shared, **people[0].context}
-    EmailRequest.build(people[0].to, subject, context=first, **rest)
-    if rest.get("template"):
-        render(rest["template"], first)
+    request = EmailRequest.build(people[0].to, subject, context=first, **rest)
+    if request.template:
+        subject_for(request, render(request.template, first))  # a header-safe subject
     return people, shared, rest
 
 

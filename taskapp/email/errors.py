@@ -48,7 +48,8 @@ class InvalidAddress(EmailInputError):
 
 
 class HeaderInjection(EmailInputError):
-    """A CR or LF inside a header value or name: it could smuggle in extra headers."""
+    """A line break or NUL in a header value, as written or once its RFC 2047 encoded words are
+    decoded, or a bad header name: it could smuggle in headers (or a body) of its own."""
 
 
 class NoRecipients(EmailInputError):

@@ -2,15 +2,23 @@
 
 Everything here is pure (no network); a bad request raises an ``EmailInputError`` subclass whose
 message names the field, so it fails once and is never retried.
+
+Header values are checked as written *and* as decoded. Python's ``email`` package decodes RFC
+2047 encoded words when a header is set and, on 3.11.7 and 3.12.1 (fixed in 3.11.10, 3.12.5 and
+3.13), writes the decoded text out as is: ``=?utf-8?q?x=0D=0ABcc:_v@example.com?=`` in a
+subject became a real ``Bcc`` header. So a value is refused if a line break appears in it or in
+any decoding of it, whatever the interpreter does; ``taskapp.email.compose`` checks the folded
+header lines again before anything is sent.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email import policy
-from email.errors import NonASCIILocalPartDefect
+from email.errors import HeaderParseError, NonASCIILocalPartDefect
+from email.header import decode_header
 from email.headerregistry import Address
 from typing import Any
 
@@ -30,6 +38,8 @@ __all__ = [
     "parse_address",
     "check_header_value",
     "check_idempotency_key",
+    "decoded_views",
+    "LINE_BREAKS",
 ]
 
 #: Headers the message builder owns; ``headers=`` may not set them.
@@ -55,15 +65,81 @@ RESERVED_HEADERS = frozenset(
 # RFC 5322 field names: printable US-ASCII except ":" (33-126 minus 58).
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 MAX_IDEMPOTENCY_KEY = 255
+#: Every character ``str.splitlines()`` breaks a line at, and NUL. The email package refuses
+#: some of them with a bare ValueError (a crash), writes others out, and MTAs and mail clients
+#: differ on which end a header line: none of them belongs in a header value.
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00")
+#: Encoded words inside encoded words: decoded this many times over, deeper nesting is refused.
+MAX_DECODE_DEPTH = 4
 
 
 def check_header_value(field_name: str, value: object) -> str:
-    """``value`` if it carries no line break; a CR or LF could inject headers of its own."""
+    """``value`` if neither it nor any decoding of its encoded words carries a line break."""
     if not isinstance(value, str):
         raise EmailInputError.at(field_name, f"expected a string, got {type(value).__name__}")
-    if "\r" in value or "\n" in value:
-        raise HeaderInjection.at(field_name, "contains a CR or LF character (header injection)")
+    _refuse_line_breaks(field_name, value, "")
+    for decoded in decoded_views(field_name, value):
+        _refuse_line_breaks(field_name, decoded, " once its RFC 2047 encoded words are decoded")
     return value
+
+
+def _refuse_line_breaks(field_name: str, text: str, where: str) -> None:
+    found = next((char for char in text if char in LINE_BREAKS), None)
+    if found is not None:
+        raise HeaderInjection.at(
+            field_name,
+            f"contains a line break or NUL (U+{ord(found):04X}){where} (header injection)",
+        )
+
+
+def decoded_views(field_name: str, value: str) -> Iterator[str]:
+    """Each way ``value``'s RFC 2047 encoded words decode: by ``email.header.decode_header``
+    and as the email package's header parser reads them, repeated for nested encoded words."""
+    seen, pending = {value}, [value]
+    for _ in range(MAX_DECODE_DEPTH):
+        pending = [
+            view
+            for text in pending
+            if "=?" in text
+            for view in (_decode_words(text), _as_header_parser_reads(field_name, text))
+            if view is not None and view not in seen
+        ]
+        for view in pending:
+            seen.add(view)
+            yield view
+    if any("=?" in text for text in pending):
+        raise HeaderInjection.at(
+            field_name, f"has RFC 2047 encoded words nested more than {MAX_DECODE_DEPTH} deep"
+        )
+
+
+def _decode_words(text: str) -> str | None:
+    try:
+        parts = decode_header(text)
+    except HeaderParseError:
+        return None  # bad base64 in a word: the header parser's view below still applies
+    return "".join(_part_text(part, charset) for part, charset in parts)
+
+
+def _part_text(part: bytes | str, charset: str | None) -> str:
+    if isinstance(part, str):
+        return part
+    if charset is None:
+        # Text between words, which decode_header encoded with raw-unicode-escape: Latin-1 is
+        # that encoding's exact inverse up to U+00FF and cannot fail (the raw value was checked).
+        return part.decode("latin-1")
+    try:
+        # As the email package decodes a word: RFC 2231 language dropped, bad bytes kept.
+        return part.decode(charset.split("*", 1)[0], "surrogateescape")
+    except LookupError:
+        return part.decode("ascii", "surrogateescape")
+
+
+def _as_header_parser_reads(field_name: str, text: str) -> str | None:
+    try:
+        return str(policy.default.header_factory("X-Taskapp-Check", text))
+    except (HeaderParseError, ValueError, IndexError) as exc:
+        raise EmailInputError.at(field_name, f"cannot be read as a header value: {exc}") from None
 
 
 def parse_address(field_name: str, raw: object, *, strict: bool = True) -> Address:
@@ -71,11 +147,18 @@ def parse_address(field_name: str, raw: object, *, strict: bool = True) -> Addre
     if not isinstance(raw, str):
         raise InvalidAddress.at(field_name, f"expected a string, got {type(raw).__name__}")
     check_header_value(field_name, raw)
-    header = policy.default.header_factory("To", raw)
+    try:
+        header = policy.default.header_factory("To", raw)
+    except (HeaderParseError, ValueError, IndexError) as exc:
+        # e.g. an encoded word in the name that decodes to a line break: "address parts
+        # cannot contain CR or LF" (check_header_value refuses those first; this is the net).
+        raise InvalidAddress.at(field_name, f"{raw!r} does not parse: {exc}") from None
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if len(header.addresses) != 1 or defects or not header.addresses[0].domain:
         raise InvalidAddress.at(field_name, f"{raw!r} is not one valid email address")
     parsed = header.addresses[0]
+    # The name as the address parser decoded it (quoted strings included).
+    check_header_value(field_name, parsed.display_name)
     if not strict:
         return parsed
     try:

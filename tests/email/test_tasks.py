@@ -132,6 +132,15 @@ def test_same_idempotency_key_under_different_task_ids_sends_once(
         ({"to": "ann@@example.com"}, InvalidAddress, "to[0]"),
         ({"to": []}, NoRecipients, "to"),
         ({"subject": "hi\r\nBcc: x@example.com"}, HeaderInjection, "subject"),
+        # Issue 13: an encoded word decoding to CR LF, and line breaks the email package
+        # itself refused with a bare ValueError (a crash, not a permanent failure).
+        ({"subject": "=?utf-8?q?Invoice=0D=0AContent-Type:_text/html=0D=0A=0D=0APay?="},
+         HeaderInjection, "subject"),
+        ({"subject": "hi\x85there"}, HeaderInjection, "subject"),
+        ({"subject": "hi\u2028there"}, HeaderInjection, "subject"),
+        ({"subject": None, "template": "welcome", "body": None,
+          "context": {**WELCOME, "name": "=?utf-8?q?Zo=0D=0ABcc:_v@x.org?="}},
+         HeaderInjection, "subject"),
         ({"template": "welcome", "context": {"name": "x"}, "body": None},
          MissingTemplateVariable, "context"),
         ({"template": "no-such-template", "body": None}, UnknownTemplate, "template"),
