@@ -2,8 +2,10 @@
 
 from taskapp.app import app
 from taskapp.flower_setup import hook_flower
+from taskapp.logs import hook_logs
 from taskapp.sqs.batch import enqueue_many
 
 __all__ = ["app", "enqueue_many"]
 
+hook_logs()  # TASKAPP_LOG_FORMAT=json: JSON lines in worker, beat and Flower (taskapp/logs.py)
 hook_flower()  # in a `celery -A taskapp flower` process: project set-up and the auth guard

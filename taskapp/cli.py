@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import SettingError, load_settings, settings_table
+from taskapp.logs import configure_cli_logging
 
 __all__ = ["main"]
 
@@ -32,6 +33,7 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 def main() -> None:
     """taskapp: Celery task families on Amazon SQS."""
+    configure_cli_logging()  # JSON log lines with TASKAPP_LOG_FORMAT=json
 
 
 @main.group()
