@@ -14,7 +14,8 @@ from taskapp import db
 from taskapp.app import app
 from taskapp.cleanup import service
 from taskapp.cleanup.rules import load_rules, validate_rules
-from taskapp.errors import PermanentError, RetryableError
+from taskapp.errors import PermanentError
+from taskapp.retry import retry_policy
 
 __all__ = ["run_cleanup"]
 
@@ -24,12 +25,11 @@ log = logging.getLogger(__name__)
 @app.task(
     name="cleanup.run",  # routed to the cleanup queue by its "cleanup." prefix
     bind=True,
-    autoretry_for=(RetryableError,),
-    throws=(PermanentError,),
-    retry_backoff=60, retry_backoff_max=1800, retry_jitter=True, max_retries=3,
     # Long tables take long; every batch commits, so a run stopped by the limit resumes.
-    soft_time_limit=service.RUN_TIME_LIMIT - 60, time_limit=service.RUN_TIME_LIMIT,
-)  # fmt: skip
+    soft_time_limit=service.RUN_TIME_LIMIT - 60,
+    time_limit=service.RUN_TIME_LIMIT,
+    **retry_policy(backoff=60, backoff_max=1800, max_retries=3),
+)
 def run_cleanup(self: Task, rules: list[str] | str | None = None, dry_run: bool = False) -> dict:
     """Apply the retention rules (all, or those named); return per-rule counts and duration."""
     return service.run_cleanup(rules, dry_run, on_batch=_progress(self))

@@ -10,7 +10,7 @@ from config.settings import load_settings
 from taskapp.app import app
 from taskapp.email import bulk, service
 from taskapp.email.request import EmailRequest
-from taskapp.errors import PermanentError, RetryableError
+from taskapp.retry import retry_policy
 
 __all__ = ["send_email", "send_bulk"]
 
@@ -22,14 +22,9 @@ SEND_LEASE = SEND_TIME_LIMIT + 15
 @app.task(
     bind=True,
     name="email.send",  # routed to the email queue by its "email." prefix (taskapp/queues.py)
-    autoretry_for=(RetryableError,),
-    throws=(PermanentError,),
     # 4xx and throttling usually clear in seconds to minutes; 10 retries with full jitter span
     # about half an hour at most, enough to ride out greylisting and a relay restart.
-    retry_backoff=2,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **retry_policy(backoff=2, backoff_max=600, max_retries=10),
     soft_time_limit=30,
     time_limit=SEND_TIME_LIMIT,
     # service.send claims the key itself (taskapp.idempotency.held, as email.send:<key>):
@@ -65,12 +60,7 @@ def send_email(
 @app.task(
     bind=True,
     name="email.send_bulk",
-    autoretry_for=(RetryableError,),
-    throws=(PermanentError,),
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
+    **retry_policy(backoff=2, backoff_max=300, max_retries=5),
     soft_time_limit=120,
     time_limit=150,
 )

@@ -15,22 +15,19 @@ from celery import chord, group
 from kombu.exceptions import OperationalError
 
 from taskapp.app import app
-from taskapp.errors import PermanentError, RetryableError
+from taskapp.errors import RetryableError
 from taskapp.images import records, service
+from taskapp.retry import retry_policy
 
 __all__ = ["make_thumbnails", "analyze", "process_upload", "record_upload", "record_upload_failure"]
 
-RETRY_POLICY: dict[str, Any] = {
-    "autoretry_for": (RetryableError,),
-    "throws": (PermanentError,),
-    "retry_backoff": 2,
-    "retry_backoff_max": 120,
-    "retry_jitter": True,
-    "max_retries": 5,
-}
 
-
-@app.task(name="images.thumbnails", soft_time_limit=60, time_limit=90, **RETRY_POLICY)
+@app.task(
+    name="images.thumbnails",
+    soft_time_limit=60,
+    time_limit=90,
+    **retry_policy(backoff=2, backoff_max=120, max_retries=5),
+)
 def make_thumbnails(
     source: str,
     sizes: Sequence[int] = service.DEFAULT_SIZES,
@@ -40,13 +37,23 @@ def make_thumbnails(
     return service.make_thumbnails(service.ThumbnailRequest.build(source, sizes, formats))
 
 
-@app.task(name="images.analyze", soft_time_limit=30, time_limit=45, **RETRY_POLICY)
+@app.task(
+    name="images.analyze",
+    soft_time_limit=30,
+    time_limit=45,
+    **retry_policy(backoff=2, backoff_max=120, max_retries=5),
+)
 def analyze(source: str) -> dict[str, Any]:
     """Dimensions, format, EXIF summary (no GPS), dominant colour and perceptual hashes."""
     return service.analyze_source(source)
 
 
-@app.task(name="images.process_upload", soft_time_limit=15, time_limit=30, **RETRY_POLICY)
+@app.task(
+    name="images.process_upload",
+    soft_time_limit=15,
+    time_limit=30,
+    **retry_policy(backoff=2, backoff_max=120, max_retries=5),
+)
 def process_upload(key: str) -> dict[str, Any]:
     """Start thumbnails + analysis of an uploaded key as one group; the row records the outcome."""
     callback = record_upload.s(key=key).on_error(record_upload_failure.s(key=key))
@@ -59,7 +66,12 @@ def process_upload(key: str) -> dict[str, Any]:
     return {"key": key, "status": records.PENDING, "result_id": result.id}
 
 
-@app.task(name="images.record_upload", soft_time_limit=15, time_limit=30, **RETRY_POLICY)
+@app.task(
+    name="images.record_upload",
+    soft_time_limit=15,
+    time_limit=30,
+    **retry_policy(backoff=2, backoff_max=120, max_retries=5),
+)
 def record_upload(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Chord callback: store the manifest and analysis of ``key`` as done."""
     manifest, analysis = results
@@ -67,7 +79,12 @@ def record_upload(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return {"key": key, "status": records.DONE, "manifest": manifest, "analysis": analysis}
 
 
-@app.task(name="images.record_upload_failure", soft_time_limit=15, time_limit=30, **RETRY_POLICY)
+@app.task(
+    name="images.record_upload_failure",
+    soft_time_limit=15,
+    time_limit=30,
+    **retry_policy(backoff=2, backoff_max=120, max_retries=5),
+)
 def record_upload_failure(request: Any, exc: BaseException, traceback: Any, key: str) -> None:
     """Chord error callback: mark ``key`` failed with the member's error."""
     records.mark_failed(key, f"{type(exc).__name__}: {exc}")

@@ -15,21 +15,12 @@ from celery import chord
 
 from config.settings import load_settings
 from taskapp.app import app
-from taskapp.errors import PermanentError, RetryableError
 from taskapp.reports import runtimes, service
+from taskapp.retry import retry_policy
 
 __all__ = ["generate_report", "generate_part", "merge_report"]
 
 runtimes.connect()
-
-_POLICY: dict[str, Any] = {
-    "autoretry_for": (RetryableError,),
-    "throws": (PermanentError,),
-    "retry_backoff": 5,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 5,
-}
 
 
 def _progress(task: Any, task_id: str | None = None) -> service.Progress:
@@ -57,7 +48,13 @@ def _notify(result: dict[str, Any], recipients: tuple[str, ...], report_id: str)
     return {**result, "notified": sent}
 
 
-@app.task(bind=True, name="reports.generate", soft_time_limit=840, time_limit=900, **_POLICY)
+@app.task(
+    bind=True,
+    name="reports.generate",
+    soft_time_limit=840,
+    time_limit=900,
+    **retry_policy(backoff=5, backoff_max=300, max_retries=5),
+)
 def generate_report(
     self: Any,
     name: str,
@@ -81,7 +78,13 @@ def generate_report(
     return _notify(result, request.notify, self.request.id)
 
 
-@app.task(bind=True, name="reports.generate_part", soft_time_limit=270, time_limit=300, **_POLICY)
+@app.task(
+    bind=True,
+    name="reports.generate_part",
+    soft_time_limit=270,
+    time_limit=300,
+    **retry_policy(backoff=5, backoff_max=300, max_retries=5),
+)
 def generate_part(
     self: Any, name: str, params: Mapping[str, Any], report_id: str, index: int, total: int
 ) -> dict[str, Any]:
@@ -93,7 +96,13 @@ def generate_part(
     return part
 
 
-@app.task(bind=True, name="reports.merge", soft_time_limit=840, time_limit=900, **_POLICY)
+@app.task(
+    bind=True,
+    name="reports.merge",
+    soft_time_limit=840,
+    time_limit=900,
+    **retry_policy(backoff=5, backoff_max=300, max_retries=5),
+)
 def merge_report(
     self: Any,
     parts: list[dict[str, Any]],

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from typing import Any
 
+from taskapp.errors import PermanentError, RetryableError
 from taskapp.queues import Family, family_of, lane, plan_queues, queue_names, route_task
 
 API_NAMES = ["email.send", "images.thumbnails", "cleanup.run", "reports.generate", "taskapp.ping"]
@@ -27,6 +31,45 @@ def test_every_task_has_an_explicit_dotted_name_a_family_and_limits(app: Any) ->
         )
         assert task.time_limit and task.soft_time_limit, f"{name} declares no time limits"
         assert task.soft_time_limit < task.time_limit, name
+
+
+#: The retry policy every task's decorator spreads in (``**retry_policy(...)``, taskapp/retry.py).
+POLICY_OPTIONS = {
+    "autoretry_for",
+    "throws",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "max_retries",
+}
+TIME_LIMITS = {"soft_time_limit", "time_limit"}
+
+
+def _decorator_keywords(task: Any) -> set[str]:
+    """The keyword arguments written in the task's ``@app.task(...)`` call."""
+    source = textwrap.dedent(inspect.getsource(task.__wrapped__))
+    function = ast.parse(source).body[0]
+    assert isinstance(function, ast.FunctionDef)
+    (call,) = [d for d in function.decorator_list if isinstance(d, ast.Call)]
+    return {keyword.arg for keyword in call.keywords if keyword.arg}
+
+
+def test_every_task_declares_its_retry_policy_and_time_limits(app: Any) -> None:
+    tasks = _our_tasks(app)
+    assert tasks, "no taskapp task registered"
+    for name, task in tasks.items():
+        # app.task puts the decorator's options on the task's own class, over Celery's defaults
+        missing = POLICY_OPTIONS - set(vars(type(task)))
+        # but Celery also copies the app's default time limits there: read the decorator itself
+        missing |= TIME_LIMITS - _decorator_keywords(task)
+        assert not missing, f"{name} does not declare {sorted(missing)}"
+        # retryable errors are retried, permanent ones never (and are expected: no traceback)
+        assert RetryableError in task.autoretry_for, name
+        assert not any(issubclass(PermanentError, kind) for kind in task.autoretry_for), name
+        assert PermanentError in task.throws, name
+        assert task.retry_jitter is True, name
+        assert 0 < task.retry_backoff <= task.retry_backoff_max, name
+        assert isinstance(task.max_retries, int) and task.max_retries >= 0, name
 
 
 def test_api_task_names_are_registered(app: Any) -> None:
