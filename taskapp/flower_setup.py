@@ -30,11 +30,23 @@ import functools
 import importlib.abc
 import importlib.util
 import ipaddress
+import logging
 import socket
 import sys
 from typing import Any
 
-__all__ = ["apply_defaults", "authenticated", "hook_flower", "refuse_unauthenticated"]
+__all__ = [
+    "PLACEHOLDER_PASSWORD",
+    "apply_defaults",
+    "authenticated",
+    "hook_flower",
+    "refuse_unauthenticated",
+    "warn_placeholder_password",
+]
+
+logger = logging.getLogger(__name__)
+#: The password of docker-compose.yml's default TASKAPP_FLOWER_BASIC_AUTH (and .env.example's).
+PLACEHOLDER_PASSWORD = "change-me"
 
 REFUSAL = (
     "taskapp: Flower refuses to listen on {where} without authentication: set "
@@ -87,6 +99,7 @@ def _with_setup(init: Any) -> Any:
         from taskapp.sqs.flower_broker import install
 
         apply_defaults(default_options if options is None else options)
+        warn_placeholder_password(default_options if options is None else options)
         install()
         protect_metrics()
         # Flower passes a copy of flower.urls.settings, taken before this call.
@@ -167,6 +180,23 @@ def authenticated(options: Any) -> bool:
     return bool(credentials) and all(
         user and password for user, _, password in (c.partition(":") for c in credentials)
     )
+
+
+def warn_placeholder_password(options: Any) -> None:
+    """Log a must-change warning for each basic-auth user whose password is the placeholder.
+
+    docker-compose.yml defaults Flower's basic auth so that a fresh clone starts; that default
+    is public, so it is fine on a laptop's loopback and nowhere else. The password is not logged.
+    """
+    for credential in options.basic_auth or []:
+        user, _, password = credential.partition(":")
+        if password == PLACEHOLDER_PASSWORD:
+            logger.warning(
+                "MUST CHANGE: Flower's basic auth for user %r is the placeholder password of "
+                "docker-compose.yml and .env.example; set TASKAPP_FLOWER_BASIC_AUTH=user:password "
+                "before anyone but you can reach this Flower",
+                user,
+            )
 
 
 def _is_loopback(host: str) -> bool:

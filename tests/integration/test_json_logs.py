@@ -162,14 +162,17 @@ def test_beat_writes_json_lines(logs_env: tuple[Any, dict[str, str]], tmp_path: 
     assert any(r["message"] == "beat: Starting..." for r in records)
 
 
-def test_flower_writes_json_lines(logs_env: tuple[Any, dict[str, str]], tmp_path: Path) -> None:
+def test_flower_writes_json_lines_and_warns_about_the_placeholder_password(
+    logs_env: tuple[Any, dict[str, str]], tmp_path: Path
+) -> None:
     _, env = logs_env
     log = tmp_path / "flower.log"
     port = free_port()
     argv = [sys.executable, "-m", "celery", "-A", "taskapp", "flower"]
     argv += ["--address=127.0.0.1", f"--port={port}"]
-    # given Flower started with TASKAPP_LOG_FORMAT=json
-    with process(argv, {**env, "TASKAPP_LOG_FORMAT": "json"}, log) as flower:
+    # given Flower started with TASKAPP_LOG_FORMAT=json and docker-compose.yml's default auth
+    env = {**env, "TASKAPP_LOG_FORMAT": "json", "TASKAPP_FLOWER_BASIC_AUTH": "admin:change-me"}
+    with process(argv, env, log) as flower:
         wait_for(
             lambda: "Visit me at" in log.read_text() or flower.poll() is not None,
             "Flower never started",
@@ -178,6 +181,9 @@ def test_flower_writes_json_lines(logs_env: tuple[Any, dict[str, str]], tmp_path
     # then what Flower logs through tornado is JSON too
     records = json_lines(log)
     assert any(r["message"].startswith("Visit me at") for r in records)
+    # and its log says, as a warning, that the default password must change
+    (warning,) = [r for r in records if "MUST CHANGE" in r["message"]]
+    assert warning["level"] == "WARNING" and "change-me" not in warning["message"]
 
 
 PROBE = """
