@@ -55,7 +55,7 @@ def task_fields() -> dict[str, Any]:
     delivery = request.delivery_info or {}
     return {
         "task_id": request.id,
-        "task_name": task.name,  # type: ignore[union-attr]
+        "task_name": task.name,
         "queue": delivery.get("routing_key"),
         "retries": request.retries,
     }
@@ -159,7 +159,7 @@ def hook_logs() -> None:
     signals.celeryd_after_setup.connect(_worker_banner, dispatch_uid="taskapp.logs")
     signals.beat_init.connect(_beat_banner, dispatch_uid="taskapp.logs")
     if not getattr(Beat.run, "taskapp_quiet", False):
-        Beat.run = _quiet_beat(Beat.run)  # type: ignore[method-assign]
+        Beat.run = _quiet_beat(Beat.run)
     # Flower sets up logging through tornado's options, not Celery's. The celery CLI imports
     # Flower's command (and tornado.options) before `-A taskapp`, so only a process that may
     # run Flower has it here; importing tornado elsewhere would cost every producer.
