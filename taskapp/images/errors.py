@@ -15,6 +15,7 @@ __all__ = [
     "SourceTooLarge",
     "UnsupportedFormat",
     "FetchRefused",
+    "InvalidURL",
     "SourceNotFound",
     "SourceUnavailable",
 ]
@@ -46,6 +47,11 @@ class UnsupportedFormat(PermanentError):
 
 class FetchRefused(PermanentError):
     """A URL we will not fetch: scheme, private destination, redirects, or an HTTP refusal."""
+
+
+class InvalidURL(FetchRefused):
+    """A URL whose host could be read two ways (trailing dot, ``%``, zone id, bad IDNA): it is
+    refused rather than checked under one spelling and fetched under another."""
 
 
 class SourceNotFound(PermanentError):
