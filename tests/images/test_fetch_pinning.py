@@ -383,3 +383,27 @@ def test_an_allowlisted_unicode_name_matches_its_idna_host(clean: World) -> None
     # then the URL's host, however written, is the same allowlisted name
     assert get(clean.url("xn--bcher-kva.example"), dns, allowlist) == BODY
     assert get(clean.url("BÜCHER.example"), dns, allowlist) == BODY
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("http://a\u200db.example/x.jpg", "not a valid internationalized domain name"),
+        ("http://bild\u00e4\u200d.example/x.jpg", "not a valid internationalized domain name"),
+        ("http://localhost./x.jpg", "ends with a dot"),
+        ("http://%6c%6f%63%61%6c%68%6f%73%74/x.jpg", "has a '%'"),
+    ],
+)
+def test_a_task_given_such_a_url_fails_permanently_naming_the_source(
+    worker: Any, source: str, reason: str
+) -> None:
+    from taskapp.images.tasks import make_thumbnails
+
+    # when the thumbnail task gets the URL (refused before any lookup or connection)
+    result = make_thumbnails.delay(source)
+    error = result.get(timeout=60, interval=0.05, propagate=False)
+    # then it failed as a permanent error that says which field and why, not as a crash
+    assert result.status == "FAILURE"
+    assert isinstance(error, InvalidURL), repr(error)
+    assert str(error).startswith("source: refused ") and reason in str(error)
