@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--signing", action="store_true", help="run with message signing on")
     parser.add_argument("--per-kind", action="store_true", help="one message per kind, in turn")
+    parser.add_argument(
+        "--kind", action="append", help="only kinds starting with this (repeatable): a repro"
+    )
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             return _per_kind(args, app, sqs, s3, queues, worker, generator, progress)
         report = harness.run_fuzz(
             app=app, sqs=sqs, s3=s3, queues=queues, worker=worker, generator=generator,
-            count=count, timeout=args.timeout, progress=progress,
+            count=count, only=args.kind, timeout=args.timeout, progress=progress,
         )  # fmt: skip
     finally:
         worker.stop()
@@ -138,6 +141,7 @@ def _per_kind(args, app, sqs, s3, queues, worker, generator, progress) -> int:  
     from tests.fuzz.messages import KINDS, SIGNED_KINDS
 
     kinds = list(KINDS) + (list(SIGNED_KINDS) if generator.signing else [])
+    kinds = [k for k in kinds if not args.kind or k.startswith(tuple(args.kind))]
     bad = 0
     for kind in kinds:
         case = generator.make(kind)

@@ -44,7 +44,7 @@ QUEUE = "default"
 #: Largest claim-check object the fuzz worker may read (a bigger one is a "too big" pointer).
 CLAIM_CHECK_MAX_BYTES = 2 * 1_048_576
 #: Seconds a live worker may leave visible messages alone before it counts as stalled.
-STALL_SECONDS = 20
+STALL_SECONDS = 30
 DEPTH = [
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -161,7 +161,7 @@ class WorkerProcess:
         if self.proc.poll() is None:
             return True
         if not any(d.pid == self.proc.pid for d in self.deaths):
-            self.deaths.append(Death(self.proc.pid, self.proc.returncode, self.text()[-6000:]))
+            self.deaths.append(Death(self.proc.pid, self.proc.returncode, self.text()[-40000:]))
         if restart:
             self.start()
             return True
@@ -170,7 +170,7 @@ class WorkerProcess:
     def stalled(self, restart: bool, why: str) -> None:
         """The worker runs but no longer receives: note it as a death, replace it."""
         assert self.proc is not None
-        tail = self.text()[-6000:] + f"\n[fuzz harness] {why}"
+        tail = self.text()[-40000:] + f"\n[fuzz harness] {why}"
         self.deaths.append(Death(self.proc.pid, None, tail))
         self.stop()
         if restart:
@@ -602,6 +602,11 @@ class Report:
         with path.open("w") as out:
             for failure in self.failures():
                 out.write(json.dumps(failure, default=str) + "\n")
+            for letter in self.unattributed_letters:
+                record = {"kind": "<unattributed dead letter>", **dataclasses.asdict(letter)}
+                out.write(json.dumps(record, default=str) + "\n")
+            for run in self.unattributed_runs:
+                out.write(json.dumps({"kind": "<unattributed run>", **run}, default=str) + "\n")
         return path
 
     def text(self) -> str:
@@ -669,6 +674,7 @@ def run_fuzz(
     timeout: float = 600,
     max_depth: int = 300,
     cases: list[Case] | None = None,
+    only: list[str] | None = None,
     ping: bool = True,
     progress: Any = None,
 ) -> Report:
@@ -676,7 +682,7 @@ def run_fuzz(
     started = time.monotonic()
     since = time.time() - 1
     deaths_before = len(worker.deaths)
-    cases = cases if cases is not None else list(generator.cases(count))
+    cases = cases if cases is not None else list(generator.cases(count, only))
     sent: dict[str, Sent] = {}
     letters: list[Letter] = []
     deadline = started + timeout
@@ -729,8 +735,8 @@ def _settle(
 ) -> None:
     """Wait until the queue is empty with nothing in flight or delayed (or the deadline).
 
-    A worker that is alive but leaves visible messages alone (nothing in flight, nothing
-    changing) for ``STALL_SECONDS`` has stopped consuming: it is noted and replaced.
+    A worker that is alive but leaves visible messages alone (nothing changing) for
+    ``STALL_SECONDS`` has stopped consuming: it is noted and replaced.
     """
     quiet_since = None
     last, changed = None, time.monotonic()
@@ -744,11 +750,11 @@ def _settle(
             return
         if (depth, len(letters)) != last:
             last, changed = (depth, len(letters)), time.monotonic()
-        elif depth[0] and not depth[1] and time.monotonic() - changed > STALL_SECONDS:
+        elif depth[0] and time.monotonic() - changed > STALL_SECONDS:
             worker.stalled(
                 restart,
-                f"alive, but {depth[0]} visible messages untouched for "
-                f"{STALL_SECONDS}s: it stopped receiving",
+                f"alive, but {depth[0]} visible messages untouched for {STALL_SECONDS}s "
+                f"({depth[1]} held): it stopped receiving",
             )
             changed = time.monotonic()
             continue
@@ -764,6 +770,14 @@ def _settle(
 def _ping(app: Any, prefix: str, worker: WorkerProcess, restart: bool) -> str:
     if not worker.check(restart):
         return "worker is not running"
+    if worker.env.get("TASKAPP_SIGNING_KEY"):
+        # A signing worker takes signed messages only: ask from a signing process.
+        script = "from taskapp import app; print(app.send_task('taskapp.ping').get(timeout=60))"
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=worker.env, cwd=ROOT, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+        return done.stdout.strip() or done.stderr.strip()[-300:]
     producer = producer_app(app, prefix)
     try:
         result = producer.send_task("taskapp.ping")
@@ -793,9 +807,10 @@ def _account(
         by_body.setdefault(c.body, []).append(c.token)
     unattributed_letters = []
     for letter in letters:
-        owners = by_body.get(letter.body) or [
-            t for t in _decoded_tokens(letter.body) if t in outcomes
-        ]
+        owners = _owners(letter.body, by_body, outcomes)
+        if not owners:
+            # A dead letter too big for SQS with its reason attributes is claim-checked anew.
+            owners = _owners(_pointed_at(s3, letter.body), by_body, outcomes)
         if owners:
             outcomes[owners[0]].letters.append(letter)
         else:
@@ -812,6 +827,27 @@ def _account(
         seed, list(outcomes.values()), deaths, unattributed_runs, unattributed_letters,
         missing, ping, log_errors(log), elapsed, stuck, log,
     )  # fmt: skip
+
+
+def _owners(body: str, by_body: dict[str, list[str]], outcomes: dict[str, Outcome]) -> list[str]:
+    """The tokens of the cases a dead-lettered body came from: by exact body, else by token."""
+    if not body:
+        return []
+    return by_body.get(body) or [t for t in _decoded_tokens(body) if t in outcomes]
+
+
+def _pointed_at(s3: Any, body: str) -> str:
+    """The object a claim-check pointer body names ('' if it is not one or is gone)."""
+    from tests.fuzz.messages import POINTER_CLASS
+
+    try:
+        name, target = json.loads(body)
+        if name != POINTER_CLASS:
+            return ""
+        obj = s3.get_object(Bucket=target["s3BucketName"], Key=target["s3Key"])
+        return str(obj["Body"].read().decode("utf-8", "replace"))
+    except (ValueError, TypeError, KeyError, ClientError):
+        return ""
 
 
 def _whole_log(worker: WorkerProcess) -> str:

@@ -215,11 +215,16 @@ class Generator:
         return self.wire(self.encode(env, body))
 
     # -- cases -----------------------------------------------------------------------------------
-    def cases(self, n: int) -> Iterator[Case]:
-        """``n`` cases: every kind once (shuffled), then kinds drawn by weight."""
+    def cases(self, n: int, only: list[str] | None = None) -> Iterator[Case]:
+        """``n`` cases: every kind once (shuffled), then kinds drawn by weight.
+
+        ``only`` limits the kinds to those whose name starts with one of its entries.
+        """
         kinds = list(KINDS)
         if self.signing:
             kinds += list(SIGNED_KINDS)
+        if only:
+            kinds = [k for k in kinds if k.startswith(tuple(only))]
         first = kinds[:]
         self.rng.shuffle(first)
         weights = [ALL_KINDS[k][0] for k in kinds]
@@ -277,6 +282,13 @@ def _case(
 @kind("control.proto2", 12)
 def _control(g: Generator, t: str) -> Case:
     return _case(g.control(t), "run")
+
+
+@kind("control.slow", 4)
+def _control_slow(g: Generator, t: str) -> Case:
+    env, body = g.task_message(t)
+    body[1]["fuzz_sleep"] = round(g.rng.uniform(0.2, 1.0), 2)
+    return _case(g.wire(g.encode(env, body)), "run", note=f"sleeps {body[1]['fuzz_sleep']}s")
 
 
 @kind("control.proto1", 2)
@@ -379,17 +391,42 @@ def _control_1mib(g: Generator, t: str) -> Case:
     return _case(body, "run", attributes=attributes)
 
 
+def _offloaded(g: Generator, body: str, expect: str = "run", **kw: Any) -> Case:
+    """``body`` claim-checked the way our producers do it (``taskapp.sqs.claimcheck``)."""
+    from taskapp.sqs.claimcheck import offloader
+
+    puts: list[dict[str, Any]] = []
+
+    class _Capture:
+        def put_object(self, **params: Any) -> None:
+            puts.append(params)
+
+    params: dict[str, Any] = {"MessageBody": body, "MessageAttributes": {}}
+    offloader(_Capture, g.bucket, 1)(params)
+    (put,) = puts
+    obj = S3Object(put["Bucket"], put["Key"], put["Body"])
+    return _case(
+        params["MessageBody"], expect, attributes=params["MessageAttributes"], objects=[obj], **kw
+    )
+
+
 @kind("control.claim_check", 3)
 def _control_claim_check(g: Generator, t: str) -> Case:
-    return _pointer_case(g, g.bucket, f"claim-check/{uuid_of(t)}", g.control(t).encode(), "run")
+    return _offloaded(g, g.control(t))
 
 
 @kind("control.claim_check_big", 0.3)
 def _control_claim_check_big(g: Generator, t: str) -> Case:
-    data = g.control(t, pad=SQS_MAX_BYTES + g.rng.randint(0, 100_000)).encode()
-    if len(data) > g.max_object:
+    body = g.control(t, pad=SQS_MAX_BYTES + g.rng.randint(0, 100_000))
+    if len(body) > g.max_object:
         return None  # type: ignore[return-value]
-    return _pointer_case(g, g.bucket, f"claim-check/{uuid_of(t)}", data, "run")
+    return _offloaded(g, body)
+
+
+@kind("control.claim_check_peer", 1)
+def _control_claim_check_peer(g: Generator, t: str) -> Case:
+    """A pointer as the Extended Client Library (a peer) writes it: no idempotency attribute."""
+    return _pointer_case(g, g.bucket, f"claim-check/{uuid_of(t)}", g.control(t).encode(), "run")
 
 
 @kind("duplicate.control", 1)
@@ -397,11 +434,10 @@ def _duplicate(g: Generator, t: str) -> Case:
     return _case(g.control(t), "run", duplicate=True, note="sent again after it ran")
 
 
-@kind("duplicate.claim_check", 1)
+@kind("duplicate.claim_check", 1.5)
 def _duplicate_claim_check(g: Generator, t: str) -> Case:
-    case = _pointer_case(g, g.bucket, f"claim-check/{uuid_of(t)}", g.control(t).encode(), "run")
-    case.duplicate, case.note = True, "sent again after it ran (its object is gone by then)"
-    return case
+    note = "sent again after it ran (its object is gone by then)"
+    return _offloaded(g, g.control(t), duplicate=True, note=note)
 
 
 # not a task message at all: poison ---------------------------------------------------------------
@@ -982,10 +1018,33 @@ def _p_shape(g: Generator, t: str) -> Case:
 
 @kind("pointer.size_attribute_lies", 1)
 def _p_size_lies(g: Generator, t: str) -> Case:
-    case = _pointer_case(g, g.bucket, f"claim-check/{uuid_of(t)}", g.control(t).encode(), "run")
-    value = g.rng.choice(["abc", "-1", "1e999", "", "99999999999999999999"])
-    case.attributes["ExtendedPayloadSize"] = {"DataType": "Number", "StringValue": value or "0"}
+    case = _offloaded(g, g.control(t), "either")
+    value = g.rng.choice(["abc", "-1", "1e999", "0", "99999999999999999999"])
+    case.attributes["ExtendedPayloadSize"] = {"DataType": "Number", "StringValue": value}
     case.note = f"ExtendedPayloadSize={value!r}"
+    return case
+
+
+@kind("pointer.idempotency_attribute", 2)
+def _p_idempotency_attribute(g: Generator, t: str) -> Case:
+    """A pointer to a missing object whose idempotency attribute is garbage, or names a record
+    that never completed: not a duplicate, so a dead letter."""
+    value = g.rng.choice(
+        [
+            "not json",
+            "[]",
+            "null",
+            json.dumps({"task": 5, "key": []}),
+            json.dumps({"task": "fuzz.record"}),
+            json.dumps({"task": "fuzz.record", "key": uuid_of(t)}),
+            json.dumps({"task": "fuzz.record", "key": "k" * 5000}),
+            json.dumps({"task": ["x"], "key": {"a": 1}}),
+            "{" * 5000,
+        ]
+    )
+    case = _pointer_case(g, g.bucket, f"claim-check/{uuid_of(t)}", None)
+    case.attributes["TaskappIdempotency"] = {"DataType": "String", "StringValue": value}
+    case.note = f"TaskappIdempotency={_short(value)}"
     return case
 
 
@@ -1049,7 +1108,7 @@ def _sg_claim_check(g: Generator, t: str) -> Case | None:
     if picked is None:
         return None
     token, env = picked
-    case = _pointer_case(g, g.bucket, f"claim-check/{uuid_of(token)}", g.wire(env).encode(), "run")
+    case = _offloaded(g, g.wire(env))
     case.token = token
     return case
 
@@ -1062,14 +1121,21 @@ def _sg_duplicate(g: Generator, t: str) -> Case | None:
     return case
 
 
-def _edit_header(name: str, value: Callable[[Generator, dict[str, Any]], Any]) -> Builder:
+def _edit_header(
+    name: str, value: Callable[[Generator, dict[str, Any]], Any], deciding: bool = True
+) -> Builder:
+    """A signed message with header ``name`` changed after signing: one that decides what runs,
+    when or how often must be refused (``signature``); any other may run or be refused."""
+
     def build(g: Generator, t: str) -> Case | None:
         def edit(env: dict[str, Any]) -> str:
             new = value(g, env)
             env["headers"][name] = new
             return f"{name} -> {_short(new)}"
 
-        return _signed_case(g, edit, reasons=SIGNATURE)
+        if deciding:
+            return _signed_case(g, edit, reasons=SIGNATURE)
+        return _signed_case(g, edit, expect="either")
 
     return build
 
@@ -1084,10 +1150,17 @@ _SIGNED_EDITS = {
     "entity_version": lambda g, env: g.rng.randint(10**6, 10**9),
     "expires": lambda g, env: "2999-01-01T00:00:00+00:00",
     "timelimit": lambda g, env: [1, 1],
+}
+#: Headers that decide nothing about what runs: editing one need not be refused.
+_SIGNED_EDITS_HARMLESS = {
     "root_id": lambda g, env: str(uuid.UUID(int=g.rng.getrandbits(128))),
+    "argsrepr": lambda g, env: "('something else',)",
+    "origin": lambda g, env: "attacker@host",
 }
 for _name, _value in _SIGNED_EDITS.items():
     _SIGNED[f"signed.edited_{_name}"] = (1.0, _edit_header(_name, _value))
+for _name, _value in _SIGNED_EDITS_HARMLESS.items():
+    _SIGNED[f"signed.edited_{_name}"] = (0.5, _edit_header(_name, _value, deciding=False))
 
 
 @kind("signed.body_edited", 1, _SIGNED)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from taskapp.app import app
@@ -15,6 +16,10 @@ from tests.fuzz.ledger import record_run, tokens_in
 
 
 def _record(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    pause = kwargs.get("fuzz_sleep")
+    if isinstance(pause, float) and 0 < pause < 3:
+        # Keeps the pool busy, so the requests behind it wait for a slot (a path of its own).
+        time.sleep(pause)
     text = json.dumps([repr(task.request.id), args, kwargs], default=repr)
     record_run(tokens_in(text), task.name, repr(task.request.id), os.getpid())
     return len(text)
