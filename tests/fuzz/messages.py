@@ -250,8 +250,8 @@ class Generator:
             self._bodies.add(case.body)
             if self.signing and not kind.startswith("signed."):
                 # Nothing unsigned may run once signing is on (forged: any reason will do).
-                if case.expect != "dead":
-                    case.reasons = None
+                # An unsigned body fails the signature check, or is poison before it gets there.
+                case.reasons = SIGNATURE | POISON if case.reasons else None
                 case.expect, case.duplicate = "dead", False
             return case
         return None
