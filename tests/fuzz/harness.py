@@ -29,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tests.fuzz.ledger import create_table, runs_since, tokens_in
+from tests.fuzz.ledger import count_runs, create_table, runs_since, tokens_in
 from tests.fuzz.messages import Case, Generator, uuid_of
 
 __all__ = ["FuzzQueues", "WorkerProcess", "Outcome", "Report", "run_fuzz", "setup_queues"]
@@ -684,25 +684,20 @@ def run_fuzz(
     deaths_before = len(worker.deaths)
     cases = cases if cases is not None else list(generator.cases(count, only))
     sent: dict[str, Sent] = {}
-    letters: list[Letter] = []
+    watch = _Watch(sqs, queues, worker, restart, since, progress)
     deadline = started + timeout
-
-    def observe() -> None:
-        letters.extend(drain_dlq(sqs, queues.dlq_url))
-        worker.check(restart)
 
     # Phase 1: every case once, keeping the queue shallow (moto scans the whole queue per call).
     for i in range(0, len(cases), 50):
         chunk = cases[i : i + 50]
-        while sum(queue_depth(sqs, queues.url)) > max_depth and time.monotonic() < deadline:
-            observe()
+        while sum(watch.poll()) > max_depth and watch.worker_ok and time.monotonic() < deadline:
             time.sleep(0.2)
         put_objects(s3, chunk)
         send(sqs, queues.url, chunk, sent)
-        observe()
+        watch.poll()
         if progress:
             progress(f"sent {min(i + 50, len(cases))}/{len(cases)}")
-    _settle(sqs, queues, worker, restart, letters, deadline, progress)
+    watch.settle(deadline)
 
     # Phase 2: duplicates of what ran, sent again unchanged (a claim-checked one's object is gone).
     runs = runs_since(queues.database_url, since)
@@ -710,13 +705,13 @@ def run_fuzz(
     again = [c for c in cases if c.duplicate and ran[c.token] == 1 and not sent[c.token].refused]
     if again:
         send(sqs, queues.url, again, sent)
-        _settle(sqs, queues, worker, restart, letters, deadline, progress)
+        watch.settle(deadline)
 
     answer = _ping(app, queues.prefix, worker, restart) if ping else "pong"
     stuck = queue_depth(sqs, queues.url)
-    letters.extend(drain_dlq(sqs, queues.dlq_url))
+    watch.letters.extend(drain_dlq(sqs, queues.dlq_url))
     report = _account(
-        generator.seed, cases, sent, runs_since(queues.database_url, since), letters, s3,
+        generator.seed, cases, sent, runs_since(queues.database_url, since), watch.letters, s3,
         worker.deaths[deaths_before:], _whole_log(worker), answer, time.monotonic() - started,
         stuck,
     )  # fmt: skip
@@ -724,47 +719,62 @@ def run_fuzz(
     return report
 
 
-def _settle(
-    sqs: Any,
-    queues: FuzzQueues,
-    worker: WorkerProcess,
-    restart: bool,
-    letters: list[Letter],
-    deadline: float,
-    progress: Any,
-) -> None:
-    """Wait until the queue is empty with nothing in flight or delayed (or the deadline).
+class _Watch:
+    """Reads the DLQ, watches the worker, and notices when it stops making progress.
 
-    A worker that is alive but leaves visible messages alone (nothing changing) for
-    ``STALL_SECONDS`` has stopped consuming: it is noted and replaced.
+    A worker that is alive while messages wait (visible or held by it) and nothing changes (no
+    run, no dead letter, no queue movement) for ``STALL_SECONDS`` has stopped working: it is
+    noted as a death, and replaced if restarts are allowed.
     """
-    quiet_since = None
-    last, changed = None, time.monotonic()
-    while time.monotonic() < deadline:
-        letters.extend(drain_dlq(sqs, queues.dlq_url))
-        alive = worker.check(restart)
-        depth = queue_depth(sqs, queues.url)
-        if progress:
-            progress(f"queue (visible, in flight, delayed) = {depth}, dead letters {len(letters)}")
-        if not alive:
-            return
-        if (depth, len(letters)) != last:
-            last, changed = (depth, len(letters)), time.monotonic()
-        elif depth[0] and time.monotonic() - changed > STALL_SECONDS:
-            worker.stalled(
-                restart,
-                f"alive, but {depth[0]} visible messages untouched for {STALL_SECONDS}s "
-                f"({depth[1]} held): it stopped receiving",
-            )
-            changed = time.monotonic()
-            continue
-        if any(depth):
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > 1.5:
-            return
-        time.sleep(0.5)
+
+    def __init__(
+        self, sqs: Any, queues: FuzzQueues, worker: WorkerProcess, restart: bool, since: float,
+        progress: Any,
+    ) -> None:  # fmt: skip
+        self.sqs, self.queues, self.worker, self.restart = sqs, queues, worker, restart
+        self.since, self.progress = since, progress
+        self.letters: list[Letter] = []
+        self.worker_ok = True
+        self._last: Any = None
+        self._changed = time.monotonic()
+
+    def poll(self) -> tuple[int, int, int]:
+        self.letters.extend(drain_dlq(self.sqs, self.queues.dlq_url))
+        self.worker_ok = self.worker.check(self.restart)
+        depth = queue_depth(self.sqs, self.queues.url)
+        runs = count_runs(self.queues.database_url, self.since)
+        if self.progress:
+            self.progress(f"queue (visible, in flight, delayed) = {depth}, runs {runs}, "
+                          f"dead letters {len(self.letters)}")  # fmt: skip
+        state = (depth, runs, len(self.letters))
+        if state != self._last:
+            self._last, self._changed = state, time.monotonic()
+        elif self.worker_ok and (depth[0] or depth[1]):
+            idle = time.monotonic() - self._changed
+            if idle > STALL_SECONDS:
+                self.worker.stalled(
+                    self.restart,
+                    f"alive, but nothing happened for {idle:.0f}s while {depth[0]} messages "
+                    f"waited and it held {depth[1]}: it stopped working",
+                )
+                self.worker_ok = self.restart
+                self._changed = time.monotonic()
+        return depth
+
+    def settle(self, deadline: float) -> None:
+        """Wait until the queue is empty with nothing in flight or delayed (or the deadline)."""
+        quiet_since = None
+        while time.monotonic() < deadline:
+            depth = self.poll()
+            if not self.worker_ok:
+                return
+            if any(depth):
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 1.5:
+                return
+            time.sleep(0.5)
 
 
 def _ping(app: Any, prefix: str, worker: WorkerProcess, restart: bool) -> str:

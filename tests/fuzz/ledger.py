@@ -9,11 +9,19 @@ from __future__ import annotations
 import re
 import time
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, func, insert, select
 
 from taskapp.db import engine
 
-__all__ = ["TOKEN", "fuzz_runs", "create_table", "record_run", "runs_since", "tokens_in"]
+__all__ = [
+    "TOKEN",
+    "fuzz_runs",
+    "create_table",
+    "record_run",
+    "runs_since",
+    "count_runs",
+    "tokens_in",
+]
 
 #: Every generated message carries its token ``fz<32 hex>`` in its arguments and, as the UUID
 #: spelling of the same hex, in its task id; one field broken at a time leaves one of the two.
@@ -65,3 +73,10 @@ def runs_since(url: str, since: float) -> list[dict[str, object]]:
     with engine(url).connect() as conn:
         rows = conn.execute(select(fuzz_runs).where(fuzz_runs.c.at >= since))
         return [dict(row._mapping) for row in rows]
+
+
+def count_runs(url: str, since: float) -> int:
+    """How many runs were recorded at or after ``since``."""
+    with engine(url).connect() as conn:
+        query = select(func.count()).select_from(fuzz_runs).where(fuzz_runs.c.at >= since)
+        return int(conn.execute(query).scalar_one())
