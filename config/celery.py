@@ -104,8 +104,9 @@ result_extended = True
 result_expires = settings.result_expires
 database_create_tables_at_setup = True
 # The result engine gets the same SQLite set-up as ours (taskapp.db: WAL, busy timeout, sync):
-# worker processes, beat and the CLI share one file.
-database_engine_callback = "taskapp.db.tune_engine"
+# worker processes, beat and the CLI share one file. On SQLite a trigger also
+# keeps a late RETRY from replacing a SUCCESS (taskapp.db.tune_result_engine).
+database_engine_callback = "taskapp.db.tune_result_engine"
 
 beat_schedule = build_beat_schedule(settings)
 timezone = "UTC"

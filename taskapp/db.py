@@ -12,11 +12,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import DDL, Engine, MetaData, create_engine, event
 
 from config.settings import load_settings
 
-__all__ = ["metadata", "engine", "tune_engine", "upgrade"]
+__all__ = ["metadata", "engine", "tune_engine", "tune_result_engine", "upgrade"]
 
 #: How long a SQLite writer waits for another one before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -53,6 +53,52 @@ def tune_engine(eng: Engine) -> None:
     """Set up a new engine for this project's database (Celery's result engine included)."""
     if eng.dialect.name == "sqlite":
         event.listen(eng, "connect", _sqlite_pragmas)
+
+
+#: On Celery's result table, a stored SUCCESS is final (see ``tune_result_engine``).
+SUCCESS_IS_FINAL = (
+    "CREATE TRIGGER IF NOT EXISTS taskapp_success_is_final"
+    " BEFORE UPDATE OF status ON celery_taskmeta"
+    " WHEN OLD.status = 'SUCCESS' AND NEW.status <> 'SUCCESS'"
+    " BEGIN SELECT RAISE(IGNORE); END"
+)
+_KEEP_SUCCESS_DDL = DDL(SUCCESS_IS_FINAL).execute_if(dialect="sqlite")
+
+
+def tune_result_engine(eng: Engine) -> None:
+    """``tune_engine``, and on SQLite a trigger that keeps a stored SUCCESS: Celery's result engine.
+
+    A retry is published before the retrying run stores RETRY, so with a countdown of 0 (which
+    ``retry_jitter`` draws) the next run can store SUCCESS first. Celery's database backend reads
+    the row and skips a write after SUCCESS, but pysqlite runs that read outside the write's
+    transaction, so on SQLite the late RETRY replaced the SUCCESS: the task stayed RETRY and
+    ``get()`` timed out. The trigger skips such an update inside the UPDATE itself; Celery sees
+    no row updated (``StaleDataError``), retries the store, reads SUCCESS and stops. Real
+    transactions (``BEGIN IMMEDIATE``) would also do, at half the result-store throughput when
+    four processes write (measured here), and a plain ``BEGIN`` fails stores outright.
+    """
+    tune_engine(eng)
+    if eng.dialect.name == "sqlite":
+        event.listen(eng, "connect", _keep_success)
+        from celery.backends.database.models import Task
+
+        # New databases: with the table. Existing ones: on connect (_keep_success).
+        if not event.contains(Task.__table__, "after_create", _KEEP_SUCCESS_DDL):
+            event.listen(Task.__table__, "after_create", _KEEP_SUCCESS_DDL)
+
+
+def _keep_success(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    names = {
+        row[0]
+        for row in cursor.execute(
+            "SELECT name FROM sqlite_master"
+            " WHERE name IN ('celery_taskmeta', 'taskapp_success_is_final')"
+        )
+    }
+    if names == {"celery_taskmeta"}:
+        cursor.execute(SUCCESS_IS_FINAL)
+    cursor.close()
 
 
 def engine(url: str | None = None) -> Engine:
