@@ -79,13 +79,29 @@ def _decoded(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _clock_stopped_at(monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
+    """Make the producer's native delay (taskapp/sqs/delay.py) read ``now`` as the time."""
+    from taskapp.sqs import delay
+
+    class Stopped(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Stopped:  # type: ignore[override]
+            return cls.fromtimestamp(now.timestamp(), tz)
+
+    monkeypatch.setattr(delay, "datetime", Stopped)
+
+
 def test_batched_message_equals_the_apply_async_message(
-    app: Any, sqs: Any, settings: Settings, provisioned: list[Any]
+    app: Any, sqs: Any, settings: Settings, provisioned: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a producer on queues no worker reads, and one call with routing, ETA and options
     prefix = f"{settings.queue_prefix}same{uuid.uuid4().hex[:6]}-"
     probe = prefixed_app(app, prefix)
     eta = datetime.now(UTC) + timedelta(seconds=2)
+    # DelaySeconds counts from the time of sending: on a loaded machine the two sends can fall
+    # on either side of a whole second (2 vs 1) or of the ETA itself (2 vs none). Both sends
+    # see the same time here, so the messages must be equal, DelaySeconds included.
+    _clock_stopped_at(monkeypatch, eta - timedelta(seconds=2))
     options = {
         "task_id": str(uuid.uuid4()),
         "priority": "high",
@@ -105,6 +121,7 @@ def test_batched_message_equals_the_apply_async_message(
     assert len(messages) == 2
     first, second = (_decoded(m) for m in messages)
     assert first == second
+    assert first["envelope"]["properties"]["DelaySeconds"] == 2
     assert first["envelope"]["headers"]["eta"] == eta.isoformat()
     assert first["envelope"]["properties"]["delivery_info"]["routing_key"] == "email-high"
     sqs.delete_queue(QueueUrl=url)
