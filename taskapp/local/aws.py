@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 from collections.abc import MutableMapping
+from contextlib import suppress
 
 from moto.server import ThreadedMotoServer
 
@@ -38,7 +41,15 @@ class LocalAWS:
         return self
 
     def stop(self) -> None:
-        self._server.stop()
+        """Stop serving; return once the server thread has ended."""
+        stopper = threading.Thread(target=self._server.stop, name="moto-stop")
+        stopper.start()
+        # werkzeug's serve_forever looks for a shutdown request only when its select() returns,
+        # every 0.5 s when idle: wake it with a connection until it has seen the request.
+        while stopper.is_alive():
+            with suppress(OSError):
+                socket.create_connection((LOOPBACK, self.port), timeout=0.1).close()
+            stopper.join(0.02)
 
     def export(self, environ: MutableMapping[str, str] | None = None) -> None:
         """Point boto3 (and so kombu and every taskapp client) at this server."""
