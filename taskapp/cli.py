@@ -125,7 +125,8 @@ def dev(var_dir: Path) -> None:
     from taskapp.local.stack import Stack
 
     stack = Stack(var_dir, flower=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # kill, or the terminal closed
+        signal.signal(stop_signal, lambda *_: sys.exit(0))
     try:
         stack.start()
         for name, url in stack.urls.items():
@@ -138,6 +139,9 @@ def dev(var_dir: Path) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not cut the stop short.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         console.print("stopping ...")
         stack.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 __all__ = ["LOOPBACK", "free_port", "wait_for_port"]
 
@@ -16,8 +17,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    """Block until something accepts connections on 127.0.0.1:``port``."""
+def wait_for_port(
+    port: int, timeout: float = 10.0, alive: Callable[[], bool] | None = None
+) -> None:
+    """Block until something accepts connections on 127.0.0.1:``port``.
+
+    ``alive`` says whether the process that should listen still runs: once it says no, waiting
+    stops at once with a ``RuntimeError``.
+    """
     import time
 
     deadline = time.monotonic() + timeout
@@ -26,6 +33,8 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             with socket.create_connection((LOOPBACK, port), timeout=0.5):
                 return
         except OSError:
+            if alive is not None and not alive():
+                raise RuntimeError(f"the process for {LOOPBACK}:{port} exited") from None
             if time.monotonic() > deadline:
                 message = f"nothing listens on {LOOPBACK}:{port} after {timeout}s"
                 raise TimeoutError(message) from None

@@ -1,28 +1,48 @@
 """``taskapp dev`` / ``taskapp demo``: moto, an SMTP sink, queues, and worker/beat/Flower processes.
 
 Everything binds 127.0.0.1. Child processes run in their own sessions, so a terminal's Ctrl-C
-reaches only this process, which then stops each child by PID (SIGTERM, then SIGKILL after a
-grace period): no orphans, whichever way the stack ends.
+reaches only this process, which then stops them all at once: SIGTERM to every child, a shared
+grace of ``STOP_GRACE`` seconds, then SIGKILL to the process group of any child still running.
+A stop therefore takes at most the grace plus moto's own stop, however many children there are
+and whatever they are doing (a task still running after the grace is redelivered after its
+visibility timeout, like any worker crash). Each child runs under ``taskapp/local/child.py``,
+which ties it to this process (it is killed if this process dies, even by SIGKILL) and skips
+Python's slow exit once its program has finished.
+
+The children are started from the calling thread and are killed when that thread ends
+(``PR_SET_PDEATHSIG`` follows the thread that forked): start the stack from the thread that
+lives as long as it, as ``taskapp dev`` and ``taskapp demo`` do from the main thread.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import config
+from taskapp.local import child
 from taskapp.local.aws import LocalAWS
 from taskapp.local.mail import MailSink
 from taskapp.local.net import LOOPBACK, free_port, wait_for_port
 
-__all__ = ["Stack", "Role"]
+__all__ = ["Stack", "Role", "stop_all", "STOP_GRACE"]
 
-STOP_GRACE = 15.0
+#: Seconds every child gets, all at the same time, between SIGTERM and SIGKILL.
+STOP_GRACE = 2.0
+CHILD = Path(child.__file__)
+#: Longest wait, after SIGKILL, for a killed child's process group to be gone, in seconds.
+GROUP_SETTLE = 0.5
+#: Longest wait for Flower to listen, in seconds.
+FLOWER_START = 180.0
 FLOWER_CONFIG = Path(config.__file__).with_name("flowerconfig.py")
 
 
@@ -40,7 +60,8 @@ class Role:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
-            self.argv,
+            # -P: no script directory on sys.path; child.py puts the working directory there.
+            [sys.executable, "-P", str(CHILD), str(os.getpid()), *self.argv],
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -48,20 +69,59 @@ class Role:
             start_new_session=True,
         )
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+    def close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
 
 
+def stop_all(processes: Sequence[subprocess.Popen[bytes]], grace: float = STOP_GRACE) -> None:
+    """SIGTERM every process at once; SIGKILL the process group of each still running after
+    ``grace`` seconds (one deadline shared by all); return once they and their groups are gone."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        with suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in running:
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(max(0.0, deadline - time.monotonic()))
+    killed = [p.pid for p in running if p.poll() is None]
+    for pgid in killed:
+        # Not reaped yet, so the group ID is still ours: kill it and whatever it started.
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    for process in running:
+        process.wait()
+    # SIGKILL is delivered when each process next runs: on a loaded machine a worker's pool
+    # processes can still exist for a moment after the worker is reaped.
+    settled = time.monotonic() + GROUP_SETTLE
+    while any(_group_alive(pgid) for pgid in killed) and time.monotonic() < settled:
+        time.sleep(0.01)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, which only wait to be reaped by
+    whoever inherited them, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone while we looked
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 def _celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "taskapp", *args]
+    """``python -m celery -A taskapp ARGS``, as the module and arguments ``child.py`` runs."""
+    return ["celery", "-A", "taskapp", *args]
 
 
 class Stack:
@@ -130,7 +190,17 @@ class Stack:
         for role in self.roles:
             role.start(env)
         if self.flower_port:
-            wait_for_port(self.flower_port, timeout=30)
+            flower = self.roles[-1].process
+            assert flower is not None
+            # Flower imports everything before it binds: 5 s here when quiet, over 30 s on a
+            # loaded 2-core machine. Wait while it runs; stop at once if it exits.
+            wait_for_port(
+                self.flower_port, timeout=FLOWER_START, alive=lambda: flower.poll() is None
+            )
+        # What was built so far (moto, botocore's models, the app) lives as long as the stack:
+        # keep it out of every later garbage collection, this process's exit included (a full
+        # collection of it took seconds on a loaded machine, inside the 3 s a stop may take).
+        gc.freeze()
 
     def _export(self) -> None:
         # This process is a producer too (demo), so it shares the children's environment.
@@ -157,8 +227,9 @@ class Stack:
         return [r for r in self.roles if r.process is not None and r.process.poll() is not None]
 
     def stop(self) -> None:
-        """Stop every child by PID, then the SMTP sink and moto."""
-        for role in reversed(self.roles):
-            role.stop()
+        """Stop every child at once (``stop_all``), then the SMTP sink and moto."""
+        stop_all([r.process for r in self.roles if r.process is not None])
+        for role in self.roles:
+            role.close_log()
         self.mail.stop()
         self.aws.stop()
