@@ -705,6 +705,8 @@ def _h_task(g: Generator, t: str) -> Case:
 @kind("header.id", 3)
 def _h_id(g: Generator, t: str) -> Case:
     tid = uuid_of(t)
+    # Values shared by every message that draws them (None, True, 1.5, "") make those messages
+    # one task to the idempotency store; the others are unique, as real ids are.
     value = g.rng.choice(
         [
             _MISSING,
@@ -715,9 +717,9 @@ def _h_id(g: Generator, t: str) -> Case:
             {"id": tid},
             True,
             "",
-            "x" * 50_000,
+            "x" * 50_000 + t,
             tid + "\u2028\x00",
-            "é" * 10,
+            "é" * 10 + t,
         ]
     )
     return _header_case(g, t, "id", value, expect="either")
@@ -794,7 +796,8 @@ def _h_idempotency(g: Generator, t: str) -> Case:
 @kind("header.entity", 2)
 def _h_entity(g: Generator, t: str) -> Case:
     env, body = g.task_message(t)
-    env["headers"]["entity"] = g.rng.choice([f"fuzz:{t}", 5, [], None])
+    # Unique per message: two updates of one entity are ordered, the older one skipped (STALE).
+    env["headers"]["entity"] = g.rng.choice([f"fuzz:{t}", int(t[:12], 16), [t], None])
     version = g.rng.choice(["x", None, [], -1, 10**30, 1.5, "", _MISSING])
     if version is not _MISSING:
         env["headers"]["entity_version"] = version
