@@ -42,7 +42,9 @@ def worker_process(
             argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 120  # a cap, not a wait: the loop ends as soon as the worker answers; at load 15 on 2 cores, importing taskapp alone took 24 s
+        # A cap, not a wait: the loop ends as soon as the worker answers; at load 15 on 2 cores,
+        # importing taskapp alone took 24 s.
+        deadline = time.monotonic() + 120
         while b" ready." not in log.read_bytes():
             assert proc.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, "worker did not become ready"

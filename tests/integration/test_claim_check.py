@@ -13,6 +13,7 @@ import pytest
 from config.settings import Settings
 from taskapp.sqs.claimcheck import POINTER_CLASS, SIZE_ATTRIBUTE
 from tests.conftest import drain, queue_url
+from tests.support.waiting import result_or_whereabouts
 from tests.tasks import digest
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def test_five_mib_argument_round_trips_and_leaves_no_object(
     # when it is sent as a task
     result = digest.delay(data)
     # then the worker sees exactly the payload
-    assert result.get(timeout=60, interval=0.1) == {
+    assert result_or_whereabouts(result, timeout=60, interval=0.1) == {
         "length": len(data),
         "sha256": hashlib.sha256(data.encode()).hexdigest(),
     }
@@ -49,7 +50,7 @@ def test_dead_lettered_big_message_keeps_its_pointer_and_object(
     data = "x" * (2 * 1024 * 1024)
     result = digest.delay(data, fail=True)
     with pytest.raises(Exception, match="refusing this payload"):
-        result.get(timeout=60, interval=0.1)
+        result_or_whereabouts(result, timeout=60, interval=0.1)
     dlq = queue_url(sqs, settings, "default-dlq")
     letters: list[dict[str, Any]] = []
     deadline = time.monotonic() + 15

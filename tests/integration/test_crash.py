@@ -20,6 +20,7 @@ from config.settings import Settings
 from taskapp.sqs.provision import app_specs, provision
 from tests.conftest import prefixed_app
 from tests.integration.processes import worker_process
+from tests.support.waiting import result_or_whereabouts
 from tests.tasks import effect_times
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,7 +66,7 @@ def test_sigkill_of_the_whole_worker_redelivers_and_completes_once(
         worker_a.wait(10)
     # then worker B receives the message again and completes it, once
     with worker_process(env, "b", tmp_path / "b.log"):
-        assert result.get(timeout=60, interval=0.2) == 1
+        assert result_or_whereabouts(result, timeout=60, interval=0.2) == 1
     assert len(effect_times(tag)) == 1
     assert len(effect_times(f"{tag}:start")) == 2
 
@@ -89,7 +90,7 @@ def test_sigkill_of_a_pool_child_redelivers_instead_of_failing(
         while not result.ready() and time.monotonic() < deadline:
             states.add(result.state)
             time.sleep(0.2)
-        assert result.get(timeout=1) == 1
+        assert result_or_whereabouts(result, timeout=1) == 1
     assert "FAILURE" not in states
     assert len(effect_times(tag)) == 1
 
@@ -119,9 +120,9 @@ def test_warm_shutdown_releases_prefetched_messages_to_another_worker(
             # then worker E runs the short ones within seconds (about 1.5 s here when the
             # machine is quiet), not after the 20 s kombu would hide them for
             for result in short:
-                result.get(timeout=30, interval=0.05)
+                result_or_whereabouts(result, timeout=30, interval=0.05)
             assert max(effect_times(tag)) - stopped_at < 6
             # and D finished its running task before exiting
-            assert long_.get(timeout=30, interval=0.1) == 1
+            assert result_or_whereabouts(long_, timeout=30, interval=0.1) == 1
             worker_d.wait(30)
     assert len(effect_times(tag)) == 3 and len(effect_times(f"{tag}-long")) == 1

@@ -20,6 +20,7 @@ from celery.worker import state as worker_state
 from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
 from tests.conftest import drain, queue_url
+from tests.support.waiting import result_or_whereabouts
 from tests.tasks import effect_times, fail_permanently, flaky, record
 
 pytestmark = pytest.mark.integration
@@ -129,7 +130,7 @@ def test_long_delay_hops_several_times_and_runs_once(
         # then its state does not move until it is due
         time.sleep(6)
         assert result.state == "PENDING" and not effect_times(tag)
-        result.get(timeout=15, interval=0.1)
+        result_or_whereabouts(result, timeout=15, interval=0.1)
     hops = [
         r for r in caplog.records if "hopped task" in r.getMessage() and result.id in r.getMessage()
     ]
@@ -161,7 +162,7 @@ def test_task_running_three_visibility_timeouts_is_never_redelivered(worker: Any
             ReceiptHandle=info["sqs_message"]["ReceiptHandle"],
             VisibilityTimeout=3,
         )
-        assert result.get(timeout=20, interval=0.1) == 1
+        assert result_or_whereabouts(result, timeout=20, interval=0.1) == 1
         time.sleep(4)  # a copy made visible during the run would have been received by now
     finally:
         signals.task_received.disconnect(on_received)
@@ -175,7 +176,7 @@ def test_retryable_error_retries_with_backoff_then_succeeds(worker: Any) -> None
     # given a task that fails twice with a retryable error
     result = flaky.delay(tag, failures=2)
     # then it succeeds on the third execution
-    assert result.get(timeout=60, interval=0.1) == 3
+    assert result_or_whereabouts(result, timeout=60, interval=0.1) == 3
     runs = effect_times(tag)
     assert len(runs) == 3
 
@@ -188,7 +189,7 @@ def test_exhausted_retries_end_in_the_dlq_with_the_reason(
     result = flaky.delay(tag, failures=99)
     # then after 3 executions the result is FAILURE with the error
     with pytest.raises(Exception, match="transient failure 3 of 99"):
-        result.get(timeout=30, interval=0.1)
+        result_or_whereabouts(result, timeout=30, interval=0.1)
     assert result.state == "FAILURE"
     assert len(effect_times(tag)) == 3
     # and the message is in the default DLQ with type, message and attempts attached
@@ -211,7 +212,7 @@ def test_permanent_error_is_not_retried_and_is_dead_lettered(
     tag = _tag()
     result = fail_permanently.delay(tag)
     with pytest.raises(Exception, match="field 'to' is empty"):
-        result.get(timeout=20, interval=0.1)
+        result_or_whereabouts(result, timeout=20, interval=0.1)
     letters = [m for m in _dead_letters(sqs, settings, "default") if result.id in _body(m)]
     assert len(letters) == 1
     reason = read_reason(letters[0]["MessageAttributes"])
@@ -238,7 +239,9 @@ def test_poison_messages_are_dead_lettered_and_good_tasks_complete(
     misbound = app.send_task("tests.add", args=[1, 2, 3])  # one argument too many
     good = [record.delay(tag) for _ in range(19)] + [unbound]
     # then every good task completes
-    assert sorted(r.get(timeout=60, interval=0.1) for r in good) == list(range(1, 21))
+    assert sorted(result_or_whereabouts(r, timeout=60, interval=0.1) for r in good) == list(
+        range(1, 21)
+    )
     # and each bad one is in the DLQ with its reason
     letters = _dead_letters(sqs, settings, "default", timeout=20)
     reasons = [read_reason(m.get("MessageAttributes", {})) for m in letters]
@@ -251,7 +254,7 @@ def test_poison_messages_are_dead_lettered_and_good_tasks_complete(
     # and the counts add up: 20 good completed + 4 bad dead-lettered = 24 sent
     assert len(effect_times(tag)) + len(letters) == 24
     # and the worker is still consuming
-    assert app.send_task("taskapp.ping").get(timeout=20, interval=0.1) == "pong"
+    assert result_or_whereabouts(app.send_task("taskapp.ping"), timeout=20, interval=0.1) == "pong"
 
 
 def test_duplicate_delivery_has_one_effect_and_returns_the_stored_result(worker: Any) -> None:
@@ -259,10 +262,10 @@ def test_duplicate_delivery_has_one_effect_and_returns_the_stored_result(worker:
     task_id = str(uuid.uuid4())
     # given the same message delivered twice (same task id)
     first = record.apply_async((tag,), task_id=task_id)
-    assert first.get(timeout=20, interval=0.1) == 1
+    assert result_or_whereabouts(first, timeout=20, interval=0.1) == 1
     second = record.apply_async((tag,), task_id=task_id)
     # then the second delivery returns the stored result and the effect happened once
-    assert second.get(timeout=20, interval=0.1) == 1
+    assert result_or_whereabouts(second, timeout=20, interval=0.1) == 1
     assert len(effect_times(tag)) == 1
 
 
@@ -270,7 +273,7 @@ def test_caller_idempotency_key_dedupes_different_task_ids(worker: Any) -> None:
     tag = _tag()
     key = f"receipt-{tag}"
     results = [record.apply_async((tag,), idempotency_key=key) for _ in range(2)]
-    assert [r.get(timeout=20, interval=0.1) for r in results] == [1, 1]
+    assert [result_or_whereabouts(r, timeout=20, interval=0.1) for r in results] == [1, 1]
     assert len(effect_times(tag)) == 1
 
 
@@ -286,7 +289,7 @@ def test_older_entity_version_is_skipped_as_stale_not_applied(worker: Any) -> No
     entity = f"customer:{tag}"
     # given version 2 of an entity applied
     newer = record.apply_async((f"{tag}:v2",), entity=entity, entity_version=2)
-    assert newer.get(timeout=20, interval=0.1) == 1
+    assert result_or_whereabouts(newer, timeout=20, interval=0.1) == 1
     # when a retried, older update (version 1) arrives afterwards
     older = record.apply_async((f"{tag}:v1",), entity=entity, entity_version=1)
     # then it is recorded as stale and its effect never happens
@@ -303,5 +306,5 @@ def test_retry_keeps_the_callers_idempotency_key(worker: Any) -> None:
 
     tag = _tag()
     result = flaky_keyed.apply_async((tag,), idempotency_key=f"key-{tag}")
-    assert result.get(timeout=20, interval=0.1) == f"key-{tag}"
+    assert result_or_whereabouts(result, timeout=20, interval=0.1) == f"key-{tag}"
     assert len(effect_times(tag)) == 2

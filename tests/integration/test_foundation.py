@@ -12,6 +12,7 @@ from config.settings import Settings
 from taskapp.queues import queue_names
 from taskapp.sqs.provision import app_specs, provision
 from tests.conftest import drain, prefixed_app, queue_url
+from tests.support.waiting import result_or_whereabouts
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def test_ping_round_trip_through_sqs(worker: Any, app: Any) -> None:
     # when a producer enqueues taskapp.ping by name
     result = app.send_task("taskapp.ping")
     # then the worker answers through the result backend
-    assert result.get(timeout=30, interval=0.05) == "pong"
+    assert result_or_whereabouts(result, timeout=30, interval=0.05) == "pong"
 
 
 @pytest.fixture(scope="module")

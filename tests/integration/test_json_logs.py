@@ -26,6 +26,7 @@ from taskapp.local.net import free_port
 from taskapp.sqs.provision import app_specs, provision
 from tests.conftest import prefixed_app
 from tests.integration.processes import ROOT
+from tests.support.waiting import result_or_whereabouts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -109,7 +110,7 @@ def test_worker_and_pool_child_write_json_lines_with_the_task(
     with worker({**env, "TASKAPP_LOG_FORMAT": "json"}, "logs", log):
         # when a task fails once (retried) and then succeeds, in the pool child
         result = producer.send_task("tests.flaky", args=[uuid.uuid4().hex, 1])
-        assert result.get(timeout=60, interval=0.2) == 2
+        assert result_or_whereabouts(result, timeout=60, interval=0.2) == 2
         wait_for(lambda: "succeeded" in log.read_text(), "the success line was never written")
     records = json_lines(log)
     # then every line was JSON, the banner included
@@ -135,7 +136,7 @@ def test_worker_writes_text_by_default(
     # given a worker with no TASKAPP_LOG_FORMAT
     with worker(env, "text", log):
         result = producer.send_task("tests.add", args=[2, 3])
-        assert result.get(timeout=60, interval=0.2) == 5
+        assert result_or_whereabouts(result, timeout=60, interval=0.2) == 5
         wait_for(lambda: "succeeded" in log.read_text(), "the success line was never written")
     lines = log.read_text().splitlines()
     # then it writes Celery's text: the banner and `[time: LEVEL/Process] message` lines

@@ -38,6 +38,7 @@ from tests.integration.hostile import (
     sqs_body,
     task_envelope,
 )
+from tests.support.waiting import result_or_whereabouts
 from tests.tasks import effect_times, record
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,9 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
     sqs.send_message(QueueUrl=url, MessageBody=control)
     good += [record.delay(tag) for _ in range(5)]
     # then the good tasks all ran, the unbroken raw message too
-    assert sorted(r.get(timeout=60, interval=0.1) for r in good) == list(range(1, 11))
+    assert sorted(result_or_whereabouts(r, timeout=60, interval=0.1) for r in good) == list(
+        range(1, 11)
+    )
     _wait_for(lambda: effect_times(f"{tag}-raw"), 30, "the unbroken raw message to run")
     # and every hostile one is in the DLQ once, with its reason and error
     letters = dead_letters_for(sqs, queue_url(sqs, settings, "default-dlq"), set(expected))
@@ -150,7 +153,7 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
     # and no request of a dead-lettered message is left reserved (heartbeats would renew it)
     assert no_pair["headers"]["id"] not in {r.id for r in worker_state.reserved_requests}
     # and the worker still runs tasks
-    assert app.send_task("taskapp.ping").get(timeout=20, interval=0.1) == "pong"
+    assert result_or_whereabouts(app.send_task("taskapp.ping"), timeout=20, interval=0.1) == "pong"
 
 
 def test_a_pointer_outside_the_claim_check_prefix_or_bucket_is_neither_run_nor_deleted(
@@ -206,7 +209,7 @@ def test_duplicate_of_a_completed_claim_checked_message_is_a_no_op(
         result = record.apply_async((tag,), kwargs, connection=conn, **options)
     bucket, key = pointer_of({"Body": sent["MessageBody"]}) or ("", "")
     assert key and IDEMPOTENCY_ATTRIBUTE in sent["MessageAttributes"]
-    assert result.get(timeout=60, interval=0.1) == 1
+    assert result_or_whereabouts(result, timeout=60, interval=0.1) == 1
     _wait_for(lambda: not _exists(s3, bucket, key), 30, "the claim-check object to be deleted")
     # when SQS delivers the same message again (at-least-once)
     sqs.send_message(
@@ -219,7 +222,7 @@ def test_duplicate_of_a_completed_claim_checked_message_is_a_no_op(
     )
     assert letters == {}
     assert len(effect_times(tag)) == 1
-    assert app.send_task("taskapp.ping").get(timeout=20, interval=0.1) == "pong"
+    assert result_or_whereabouts(app.send_task("taskapp.ping"), timeout=20, interval=0.1) == "pong"
 
 
 def test_pointer_to_a_missing_object_of_a_task_that_never_completed_is_dead_lettered(

@@ -19,6 +19,7 @@ from kombu import Exchange, Producer, Queue
 from config.settings import Settings
 from taskapp.sqs.batching import AckBatcher
 from tests.conftest import queue_url
+from tests.support.waiting import result_or_whereabouts
 from tests.tasks import record
 
 pytestmark = pytest.mark.integration
@@ -99,7 +100,7 @@ def test_acks_are_coalesced_and_follow_the_task(
     results = [record.delay(f"{tag}-{i}", sleep=0.3 if i % 5 == 0 else 0) for i in range(20)]
     # when they all finished
     for result in results:
-        result.get(timeout=30, interval=0.02)
+        result_or_whereabouts(result, timeout=30, interval=0.02)
     ids = [r.id for r in results]
     handles = {lifecycle[i]["handle"]: i for i in ids}
     deleted = _wait_for(lambda: set(handles) <= set(worker_deletes.deleted_at()), timeout=5)
@@ -121,7 +122,7 @@ def test_a_lone_ack_is_flushed_without_waiting_for_a_full_batch(
     # given one task on an otherwise idle worker
     result = record.delay(uuid.uuid4().hex)
     # when it finished
-    result.get(timeout=30, interval=0.02)
+    result_or_whereabouts(result, timeout=30, interval=0.02)
     handle = lifecycle[result.id]["handle"]
     # then its message is deleted by the flusher on its own, in a batch of one
     assert _wait_for(lambda: handle in worker_deletes.deleted_at(), timeout=5)

@@ -18,6 +18,7 @@ from config.settings import Settings
 from taskapp import enqueue_many
 from taskapp.sqs.batch import BATCH_BYTES, EnqueueError, _Entry, _send
 from tests.conftest import drain, prefixed_app, queue_url
+from tests.support.waiting import result_or_whereabouts
 from tests.tasks import add, digest
 
 
@@ -60,7 +61,9 @@ def test_25_tasks_go_in_3_batches_and_all_run(worker: Any, connection: Any) -> N
     assert sent.of("SendMessage") == []
     # and the worker ran every one of them
     assert all(isinstance(o, AsyncResult) for o in outcomes)
-    assert [o.get(timeout=30, interval=0.05) for o in outcomes] == [i + 1000 for i in range(25)]
+    assert [result_or_whereabouts(o, timeout=30, interval=0.05) for o in outcomes] == [
+        i + 1000 for i in range(25)
+    ]
 
 
 def _envelope(body: str) -> dict[str, Any]:
@@ -170,7 +173,7 @@ def test_big_bodies_are_claim_checked_and_batches_stay_under_1_mib(
         assert sum(len(e["MessageBody"]) for e in params["Entries"]) <= BATCH_BYTES
     assert len(sent.of("SendMessageBatch")) >= 2
     for payload, outcome in zip(payloads, outcomes, strict=True):
-        assert outcome.get(timeout=60, interval=0.1) == {
+        assert result_or_whereabouts(outcome, timeout=60, interval=0.1) == {
             "length": len(payload),
             "sha256": hashlib.sha256(payload.encode()).hexdigest(),
         }
