@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from taskapp.db import upgrade
     from tests.fuzz import harness
     from tests.fuzz.messages import KINDS, SIGNED_KINDS, Generator
+    from tests.support.signing import signing_env
 
     settings = load_settings()
     sqs, s3 = client("sqs", settings), client("s3", settings)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     signed = None
     count = args.messages
     if args.signing:
-        extra = harness.signing_env(tmp / "signing")
+        extra = signing_env(tmp / "signing", "taskapp-fuzz")
         rng = random.Random(seed ^ 0x5EED)
         tokens = [f"{rng.getrandbits(128):032x}" for _ in range(max(40, count // 4))]
         env = harness.worker_env(dict(os.environ), prefix + "fzs-", **extra)

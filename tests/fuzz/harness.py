@@ -862,39 +862,3 @@ def _pointed_at(s3: Any, body: str) -> str:
 
 def _whole_log(worker: WorkerProcess) -> str:
     return worker.log.read_text(errors="replace") if worker.log.exists() else ""
-
-
-def signing_env(directory: Path) -> dict[str, str]:
-    """A fresh self-signed key and certificate; the environment that turns signing on."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskapp-fuzz")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    store = directory / "store"
-    store.mkdir(parents=True, exist_ok=True)
-    key_path, cert_path = directory / "key.pem", store / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return {
-        "TASKAPP_SIGNING_KEY": str(key_path),
-        "TASKAPP_SIGNING_CERT": str(cert_path),
-        "TASKAPP_SIGNING_CERT_STORE": str(store / "*.pem"),
-    }

@@ -25,10 +25,6 @@ import pytest
 from celery.security.certificate import Certificate
 from celery.security.key import PrivateKey
 from celery.security.serialization import DEFAULT_SEPARATOR, SecureSerializer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from config.settings import Settings
 from taskapp.sqs.deadletter import DeadLetter, read_reason
@@ -36,6 +32,7 @@ from taskapp.sqs.provision import app_specs, provision
 from taskapp.sqs.signing import SEAL, SIGNED_HEADERS
 from tests.conftest import drain, prefixed_app
 from tests.integration.processes import ROOT, worker_process
+from tests.support.signing import signing_env
 from tests.tasks import effect_times
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,43 +43,19 @@ MAX_AGE = 3600
 PATIENCE = 90
 
 
-def _key_and_cert(directory: Path) -> tuple[Path, Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskapp-signing")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    store = directory / "store"
-    store.mkdir()
-    key_path, cert_path = directory / "key.pem", store / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path, store
-
-
 class Signed:
     """The signing set-up of this module: env, queues, and the test's own key."""
 
     def __init__(self, sqs: Any, settings: Settings, prefix: str, directory: Path) -> None:
         self.sqs, self.prefix = sqs, prefix
         self.settings = settings.model_copy(update={"queue_prefix": prefix})
-        self.key, self.cert, store = _key_and_cert(directory)
+        signing = signing_env(directory, "taskapp-signing")
+        self.key = Path(signing["TASKAPP_SIGNING_KEY"])
+        self.cert = Path(signing["TASKAPP_SIGNING_CERT"])
         self.env = {
             **os.environ,
+            **signing,
             "TASKAPP_QUEUE_PREFIX": prefix,
-            "TASKAPP_SIGNING_KEY": str(self.key),
-            "TASKAPP_SIGNING_CERT": str(self.cert),
-            "TASKAPP_SIGNING_CERT_STORE": str(store / "*.pem"),
             "TASKAPP_SIGNING_MAX_AGE": str(MAX_AGE),
             # Countdowns hop every second (taskapp/sqs/delay.py), so a 3 s countdown hops.
             "TASKAPP_DELAY_HOP": "1",
