@@ -41,6 +41,7 @@ __all__ = [
     "claim",
     "complete",
     "release",
+    "is_done",
     "held",
     "expire",
 ]
@@ -191,6 +192,15 @@ def release(engine: Engine, key: str, owner: str | None = None) -> None:
                 *_owned_by(owner),
             )
         )
+
+
+def is_done(engine: Engine, key: str) -> bool:
+    """Whether ``key`` was claimed and completed (a later delivery is a duplicate)."""
+    with engine.connect() as conn:
+        state = conn.execute(
+            select(idempotency_keys.c.state).where(idempotency_keys.c.key == key)
+        ).scalar()
+    return state == DONE
 
 
 def _owned_by(owner: str | None) -> list[Any]:

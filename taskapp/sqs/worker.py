@@ -153,25 +153,21 @@ def already_done(identity: str | None) -> bool:
     completed: then a delivery whose claim-check object is gone is a duplicate."""
     import json
 
-    from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
     from taskapp.db import engine
-    from taskapp.idempotency import DONE, idempotency_keys, key_for
+    from taskapp.idempotency import is_done, key_for
 
     try:
         parts = json.loads(identity or "")
         key = key_for(str(parts["task"]), str(parts["key"]))
     except (ValueError, KeyError, TypeError):
         return False
-    column = idempotency_keys.c
     try:
-        with engine().connect() as conn:
-            state = conn.execute(select(column.state).where(column.key == key)).scalar()
+        return is_done(engine(), key)
     except SQLAlchemyError as exc:
         logger.warning("could not read idempotency key=%s: %r", key, exc)
         return False
-    return state == DONE
 
 
 class Consumer(celery_consumer.Consumer):
