@@ -145,7 +145,15 @@ def _quiet_beat(run: Any) -> Any:
 
 def _flower_logging() -> None:
     # Tornado's own parse callback (enable_pretty_logging) has added its handler by now.
-    if use_json():
+    from config.settings import SettingError
+
+    try:
+        json_lines = use_json()
+    except SettingError:
+        # Runs while Flower parses its options, before taskapp/flower_setup.py reads the
+        # settings and stops Flower with the one-line error (exit 2); log as text until then.
+        return
+    if json_lines:
         _format_as_json(logging.getLogger())
 
 
