@@ -46,6 +46,7 @@ from vine import promise
 
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_letter
+from taskapp.sqs.shape import check_task_message
 from taskapp.sqs.transport import receive_count, refusal_of
 
 __all__ = ["Request", "Consumer", "classify", "dead_letter_message"]
@@ -170,6 +171,18 @@ def already_done(identity: str | None) -> bool:
         return False
 
 
+_UNDECODABLE = object()
+
+
+def _decoded(message: Any) -> Any:
+    """The message's body, or ``_UNDECODABLE``: Celery's own handler then reports that
+    (undecodable, unsigned or disallowed content) with its own reason."""
+    try:
+        return message.decode()  # kombu caches it: Celery's handler does not decode again
+    except Exception:  # noqa: BLE001 - any decoding failure is Celery's to report, below
+        return _UNDECODABLE
+
+
 class Consumer(celery_consumer.Consumer):
     """Celery's consumer, dead-lettering poison instead of dropping, looping on it or exiting."""
 
@@ -182,6 +195,9 @@ class Consumer(celery_consumer.Consumer):
                 self._on_refusal(message, refusal)
                 return
             try:
+                body = _decoded(message)
+                if body is not _UNDECODABLE:
+                    check_task_message(message.headers, body)
                 on_task_received(message)
             except Exception as exc:  # the message-to-request boundary: Celery exits otherwise
                 self._on_unexpected(message, exc)
