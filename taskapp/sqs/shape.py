@@ -61,6 +61,14 @@ def _check_fields(fields: Mapping[str, Any], where: str) -> None:
         raise _refuse(f"{where}.retries", f"expected an integer 0..{MAX_RETRIES}")
     for name in ("eta", "expires"):
         _timestamp(fields.get(name), f"{where}.{name}")
+    # Read only when the pool has room (Request.revoked): a bad value there stops the worker.
+    stamped = fields.get("stamped_headers")
+    if stamped is not None and not (
+        isinstance(stamped, list | tuple) and all(isinstance(h, str) for h in stamped)
+    ):
+        raise _refuse(f"{where}.stamped_headers", "expected a list of header names")
+    if fields.get("stamps") is not None and not isinstance(fields["stamps"], Mapping):
+        raise _refuse(f"{where}.stamps", "expected an object")
     limits = fields.get("timelimit")
     if limits is not None and not (
         isinstance(limits, list | tuple)

@@ -42,6 +42,9 @@ def test_a_well_formed_message_and_what_celery_sends_pass(app: Any) -> None:
         (_with(HEADERS, expires=3), BODY, "headers.expires"),
         (_with(HEADERS, timelimit="abc"), BODY, "headers.timelimit"),
         (_with(HEADERS, timelimit=[1, 2, 3]), BODY, "headers.timelimit"),
+        (_with(HEADERS, stamped_headers=True), BODY, "headers.stamped_headers"),
+        (_with(HEADERS, stamped_headers=[["a"]]), BODY, "headers.stamped_headers"),
+        (_with(HEADERS, stamps=[1]), BODY, "headers.stamps"),
         (HEADERS, [1, 2], "body"),
         (HEADERS, ({}, {}, {}), "body.args"),
         (HEADERS, ([], [], {}), "body.kwargs"),
@@ -73,7 +76,10 @@ JSON = st.recursive(
 )
 
 
-@given(headers=st.dictionaries(st.sampled_from(list(HEADERS) + ["expires"]), JSON), body=JSON)
+FIELDS = st.sampled_from([*HEADERS, "expires", "stamped_headers", "stamps"])
+
+
+@given(headers=st.dictionaries(FIELDS, JSON), body=JSON)
 def test_any_json_passes_or_is_refused_never_raises_otherwise(headers: Any, body: Any) -> None:
     with contextlib.suppress(UnacceptableMessage):
         check_task_message({"task": "t", "id": "i", **headers}, body)
