@@ -104,8 +104,8 @@ result_extended = True
 result_expires = settings.result_expires
 database_create_tables_at_setup = True
 # The result engine gets the same SQLite set-up as ours (taskapp.db: WAL, busy timeout, sync):
-# worker processes, beat and the CLI share one file. On SQLite a trigger also
-# keeps a late RETRY from replacing a SUCCESS (taskapp.db.tune_result_engine).
+# worker processes, beat and the CLI share one file. A trigger also keeps a late RETRY of an
+# earlier attempt from replacing a later SUCCESS or FAILURE (taskapp.db.tune_result_engine).
 database_engine_callback = "taskapp.db.tune_result_engine"
 
 beat_schedule = build_beat_schedule(settings)

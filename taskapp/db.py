@@ -55,49 +55,95 @@ def tune_engine(eng: Engine) -> None:
         event.listen(eng, "connect", _sqlite_pragmas)
 
 
-#: On Celery's result table, a stored SUCCESS is final (see ``tune_result_engine``).
-SUCCESS_IS_FINAL = (
-    "CREATE TRIGGER IF NOT EXISTS taskapp_success_is_final"
-    " BEFORE UPDATE OF status ON celery_taskmeta"
-    " WHEN OLD.status = 'SUCCESS' AND NEW.status <> 'SUCCESS'"
-    " BEGIN SELECT RAISE(IGNORE); END"
+#: Columns a stale write to Celery's result table must not change (``result_extended`` on).
+_RESULT_COLUMNS = (
+    *("status", "result", "date_done", "traceback", "children"),
+    *("name", "args", "kwargs", "worker", "retries", "queue"),
 )
-_KEEP_SUCCESS_DDL = DDL(SUCCESS_IS_FINAL).execute_if(dialect="sqlite")
+#: A write is stale when a SUCCESS is already stored, or when it comes from an earlier attempt.
+_STALE = "(OLD.status = 'SUCCESS' AND NEW.status <> 'SUCCESS') OR NEW.retries < OLD.retries"
+_TRIGGER = "taskapp_keep_later_state"
+
+#: SQLite: undo a stale write inside its own UPDATE (see ``tune_result_engine``).
+SQLITE_KEEP_LATER_STATE = (
+    f"CREATE TRIGGER IF NOT EXISTS {_TRIGGER} AFTER UPDATE ON celery_taskmeta WHEN {_STALE}"
+    " BEGIN UPDATE celery_taskmeta SET "
+    + ", ".join(f"{column} = OLD.{column}" for column in _RESULT_COLUMNS)
+    + " WHERE id = OLD.id; END"
+)
+#: PostgreSQL: a BEFORE trigger that returns OLD keeps the row as it was.
+POSTGRES_KEEP_LATER_STATE = (
+    f"CREATE OR REPLACE FUNCTION {_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$"
+    f" BEGIN IF {_STALE} THEN RETURN OLD; END IF; RETURN NEW; END $$;"
+    f" CREATE OR REPLACE TRIGGER {_TRIGGER} BEFORE UPDATE ON celery_taskmeta"
+    f" FOR EACH ROW EXECUTE FUNCTION {_TRIGGER}()"
+)
+_KEEP_LATER_STATE_DDL = {
+    "sqlite": DDL(SQLITE_KEEP_LATER_STATE).execute_if(dialect="sqlite"),
+    "postgresql": DDL(POSTGRES_KEEP_LATER_STATE).execute_if(dialect="postgresql"),
+}
 
 
 def tune_result_engine(eng: Engine) -> None:
-    """``tune_engine``, and on SQLite a trigger that keeps a stored SUCCESS: Celery's result engine.
+    """``tune_engine``, plus a trigger that keeps a stale write from undoing a later state.
 
     A retry is published before the retrying run stores RETRY, so with a countdown of 0 (which
-    ``retry_jitter`` draws) the next run can store SUCCESS first. Celery's database backend reads
-    the row and skips a write after SUCCESS, but pysqlite runs that read outside the write's
-    transaction, so on SQLite the late RETRY replaced the SUCCESS: the task stayed RETRY and
-    ``get()`` timed out. The trigger skips such an update inside the UPDATE itself; Celery sees
-    no row updated (``StaleDataError``), retries the store, reads SUCCESS and stops. Real
-    transactions (``BEGIN IMMEDIATE``) would also do, at half the result-store throughput when
-    four processes write (measured here), and a plain ``BEGIN`` fails stores outright.
+    ``retry_jitter`` draws) the next attempt can store SUCCESS, or FAILURE once retries are
+    exhausted, first; the late RETRY then replaced it and ``get()`` saw RETRY. Celery's database
+    backend skips a write after SUCCESS only, and on SQLite reads the row outside the write's
+    transaction, so neither FAILURE nor (on SQLite) SUCCESS was safe. The trigger decides inside
+    the UPDATE itself: a write after SUCCESS, or from an earlier attempt (fewer ``retries``, which
+    ``result_extended`` stores), leaves the row as it was. The UPDATE still counts its row, so
+    Celery sees a normal store. A redriven dead letter keeps its ``retries`` header, so its new
+    run's states still replace FAILURE.
     """
     tune_engine(eng)
-    if eng.dialect.name == "sqlite":
-        event.listen(eng, "connect", _keep_success)
-        from celery.backends.database.models import Task
+    dialect = eng.dialect.name
+    if dialect not in _KEEP_LATER_STATE_DDL:
+        return
+    from celery.backends.database.models import Task
 
-        # New databases: with the table. Existing ones: on connect (_keep_success).
-        if not event.contains(Task.__table__, "after_create", _KEEP_SUCCESS_DDL):
-            event.listen(Task.__table__, "after_create", _KEEP_SUCCESS_DDL)
+    # New databases: with the table. Existing ones: when the engine connects.
+    if dialect == "sqlite":
+        event.listen(eng, "connect", _keep_later_state_sqlite)
+    else:
+        event.listen(eng, "first_connect", _keep_later_state_postgres)
+    ddl = _KEEP_LATER_STATE_DDL[dialect]
+    if not event.contains(Task.__table__, "after_create", ddl):
+        event.listen(Task.__table__, "after_create", ddl)
 
 
-def _keep_success(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _keep_later_state_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
     names = {
         row[0]
         for row in cursor.execute(
-            "SELECT name FROM sqlite_master"
-            " WHERE name IN ('celery_taskmeta', 'taskapp_success_is_final')"
+            "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?)",
+            ("celery_taskmeta", _TRIGGER, "taskapp_success_is_final"),
         )
     }
-    if names == {"celery_taskmeta"}:
-        cursor.execute(SUCCESS_IS_FINAL)
+    if "taskapp_success_is_final" in names:  # the earlier trigger: raised on a kept SUCCESS
+        cursor.execute("DROP TRIGGER taskapp_success_is_final")
+    if "celery_taskmeta" in names and _TRIGGER not in names:
+        cursor.execute(SQLITE_KEEP_LATER_STATE)
+    cursor.close()
+
+
+def _keep_later_state_postgres(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute(
+        "SELECT to_regclass('celery_taskmeta') IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = %s)",
+        (_TRIGGER,),
+    )
+    if cursor.fetchone()[0]:
+        try:
+            cursor.execute(POSTGRES_KEEP_LATER_STATE)
+            dbapi_connection.commit()
+        except Exception:  # another process created it at the same moment
+            dbapi_connection.rollback()
+    else:
+        dbapi_connection.rollback()
     cursor.close()
 
 
