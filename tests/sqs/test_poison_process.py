@@ -17,7 +17,7 @@ from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
 from taskapp.sqs.provision import app_specs, provision
 from tests.conftest import prefixed_app
-from tests.integration.hostile import (
+from tests.sqs.hostile import (
     JPEG,
     claim_check_key,
     dead_letters_for,

@@ -29,7 +29,7 @@ from taskapp.sqs.claimcheck import IDEMPOTENCY_ATTRIBUTE, SIZE_ATTRIBUTE, pointe
 from taskapp.sqs.deadletter import UnacceptableMessage, read_reason
 from taskapp.sqs.transport import REFUSAL_HEADER, refusal_of
 from tests.conftest import drain, queue_url
-from tests.integration.hostile import (
+from tests.sqs.hostile import (
     JPEG,
     claim_check_key,
     dead_letters_for,
