@@ -1,1 +1,5 @@
-"""Tests of the SQS layer (taskapp/sqs): transport, delays, heartbeat, dead letters, claim check, shape, signing, batching, DLQ tools, provisioning and policy."""
+"""Tests of the SQS layer (taskapp/sqs).
+
+Transport, delays, heartbeat, dead letters, claim check, shape, signing, ack and send batches,
+DLQ tools, provisioning and policy.
+"""
