@@ -1,44 +1,20 @@
-"""Session harness: one moto server, one queue prefix, one in-process worker per test session.
+"""Session fixtures: one moto server, one queue prefix, one in-process worker per test session.
 
-The environment is set before ``taskapp`` is configured (at collection), so the app, the worker
-and every client built from settings talk to the session's moto server and queues.
+The session's environment is set (``tests.support.session.start``) before ``taskapp`` is
+configured, at collection. Helpers live in ``tests/support/``; only fixtures live here.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskapp.local.aws import LocalAWS
+from tests.support import session
 
-SESSION_ID = uuid.uuid4().hex[:8]
-TMP = Path(tempfile.mkdtemp(prefix=f"taskapp-{SESSION_ID}-"))
-LOCAL_AWS = LocalAWS().start()
-LOCAL_AWS.export()
-os.environ.update(
-    {
-        "TASKAPP_QUEUE_PREFIX": f"t{SESSION_ID}-",
-        "TASKAPP_BUCKET": f"t{SESSION_ID}-bucket",
-        "TASKAPP_DATABASE_URL": f"sqlite:///{TMP}/taskapp.db",
-        "TASKAPP_MAIL_DIR": str(TMP / "mail"),
-        "TASKAPP_MAX_RECEIVES": "3",
-        # Short polls keep the in-process worker responsive to shutdown at session end.
-        "TASKAPP_WAIT_TIME_SECONDS": "1",
-        "TASKAPP_FETCH_ALLOWLIST": "127.0.0.1",
-        # Held messages are renewed every second, so tests can use 3 s visibility timeouts.
-        "TASKAPP_HEARTBEAT_INTERVAL": "1",
-    }
-)
-for var in ("TASKAPP_VISIBILITY_TIMEOUT", "TASKAPP_PREDEFINED_QUEUES", "AWS_REGION"):
-    os.environ.pop(var, None)
+LOCAL_AWS = session.start()
 
 from celery.contrib.testing import tasks as _celery_testing_tasks  # noqa: E402,F401
 
@@ -47,10 +23,7 @@ from config.settings import Settings, load_settings  # noqa: E402
 from taskapp.app import app as celery_app  # noqa: E402
 from taskapp.aws import client  # noqa: E402
 from taskapp.sqs.provision import app_specs, ensure_bucket, provision  # noqa: E402
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TASKAPP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from tests.support.databases import postgres_database  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -78,14 +51,28 @@ def s3(settings: Settings) -> Any:
 
 
 @pytest.fixture(scope="session")
-def provisioned(app: Any, settings: Settings, sqs: Any, s3: Any) -> list[Any]:
-    """Every queue, DLQ and the bucket of this session on the moto server; the DB migrated."""
+def migrated_db(settings: Settings) -> str:
+    """The session database (the one the worker and tasks use), with every migration applied."""
     from taskapp.db import upgrade
 
     url = settings.database_url.get_secret_value()
     upgrade(url)
     tests.tasks.effects_metadata.create_all(tests.tasks.engine(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def session_bucket(s3: Any, settings: Settings) -> str:
+    """The session's bucket (``TASKAPP_BUCKET``, shared with the worker), created once."""
     ensure_bucket(s3, settings.bucket)
+    return settings.bucket
+
+
+@pytest.fixture(scope="session")
+def provisioned(
+    app: Any, settings: Settings, sqs: Any, migrated_db: str, session_bucket: str
+) -> list[Any]:
+    """Every queue and DLQ of this session on the moto server; the bucket and the DB ready."""
     return provision(sqs, settings, app_specs(app))
 
 
@@ -106,67 +93,11 @@ def worker(app: Any, provisioned: list[Any]) -> Iterator[Any]:
         yield controller
 
 
-def prefixed_app(app: Any, prefix: str) -> Any:
-    """A producer with ``app``'s routing and serializers but its own queue prefix."""
-    from celery import Celery
-
-    other = Celery(f"producer-{prefix}", set_as_current=False)
-    other.conf.update(
-        {
-            key: app.conf[key]
-            for key in (
-                "broker_url",
-                "broker_transport",
-                "task_routes",
-                "task_queues",
-                "task_default_queue",
-                "task_serializer",
-                "accept_content",
-                "result_backend",
-                "result_extended",
-                "result_accept_content",
-            )
-        }
-    )
-    other.conf.broker_transport_options = {
-        **app.conf.broker_transport_options,
-        "queue_name_prefix": prefix,
-    }
-    return other
-
-
-def queue_url(sqs: Any, settings: Settings, name: str) -> str:
-    """URL of this session's queue ``name`` (without prefix)."""
-    return str(sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"])
-
-
-def drain(sqs: Any, url: str, wait: float = 0, expect: int = 0) -> list[dict[str, Any]]:
-    """Receive (and leave invisible for 30 s) every message currently in a queue.
-
-    ``wait`` long-polls for the first message; with ``expect``, polling goes on until that many
-    have arrived or ``wait`` seconds have passed (delayed messages turn visible one by one).
-    """
-    messages: list[dict[str, Any]] = []
-    deadline = time.monotonic() + wait
-    while True:
-        left = max(0, math.ceil(deadline - time.monotonic()))
-        resp = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=left if len(messages) < max(expect, 1) else 0,
-            VisibilityTimeout=30,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-        )
-        batch = resp.get("Messages", [])
-        messages += batch
-        if not batch and (len(messages) >= expect or not left):
-            return messages
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database: a SQLite file, and a new PostgreSQL database on 127.0.0.1."""
+    """A fresh, migrated database of its own for one test: a SQLite file, and a new PostgreSQL
+    database on 127.0.0.1 (narrow to one with ``parametrize("database_url", [...],
+    indirect=True)``)."""
     from taskapp.db import upgrade
 
     if request.param == "sqlite":
@@ -174,7 +105,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         upgrade(url)
         yield url
         return
-    yield from _postgres_database(upgrade)
+    with postgres_database() as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -183,31 +116,5 @@ def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/blank.db"
         return
-    yield from _postgres_database(lambda url: None)
-
-
-def _postgres_database(upgrade: Any) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"taskapp_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
+    with postgres_database() as url:
         yield url
-    finally:
-        from taskapp.db import engine
-
-        engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-# moto's request log and botocore's retries are noise in test output.
-import logging  # noqa: E402
-
-for _name in ("werkzeug", "botocore", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.WARNING)

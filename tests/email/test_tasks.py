@@ -20,9 +20,9 @@ from taskapp.email.errors import (
 )
 from taskapp.email.tasks import send_bulk, send_email
 from taskapp.sqs.deadletter import read_reason
-from tests.conftest import drain, queue_url
 from tests.email.conftest import eml_files, ses_sent, wait_for
 from tests.email.smtp_server import TestSMTPServer
+from tests.support.queues import drain, queue_url
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ Two loopback addresses stand in for the world, on the same port: 127.0.0.2 is th
 destination (an HTTP server), 127.0.0.1 and ::1 are forbidden (bare listeners that nobody
 accepts on, so every connection and byte that reached them can be counted afterwards). DNS is
 an in-process fake that never resolves a real name; every test passes its allowlist explicitly
-(tests/conftest.py sets TASKAPP_FETCH_ALLOWLIST=127.0.0.1, which these tests must not rely on).
+(tests/support/session.py sets TASKAPP_FETCH_ALLOWLIST=127.0.0.1; these tests must not rely on it).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import pytest
 
 from config.settings import Settings
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import prefixed_app
 from tests.integration.processes import worker_process
+from tests.support.queues import prefixed_app
 from tests.support.waiting import result_or_whereabouts
 from tests.tasks import effect_tags, effect_times
 

@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from taskapp.queues import queue_names
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import drain, prefixed_app, queue_url
+from tests.support.queues import drain, prefixed_app, queue_url
 from tests.support.waiting import result_or_whereabouts
 
 pytestmark = pytest.mark.integration

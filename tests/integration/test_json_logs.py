@@ -24,8 +24,8 @@ import pytest
 from config.settings import Settings
 from taskapp.local.net import free_port
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import prefixed_app
 from tests.integration.processes import ROOT
+from tests.support.queues import prefixed_app
 from tests.support.waiting import result_or_whereabouts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

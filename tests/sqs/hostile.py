@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from taskapp.sqs.claimcheck import KEY_PREFIX, POINTER_CLASS
-from tests.conftest import drain
+from tests.support.queues import drain
 
 #: The first bytes of a JPEG (SOI, APP0 "JFIF"): not UTF-8 at the first byte.
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(range(256))

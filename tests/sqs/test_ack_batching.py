@@ -18,7 +18,7 @@ from kombu import Exchange, Producer, Queue
 
 from config.settings import Settings
 from taskapp.sqs.batching import AckBatcher
-from tests.conftest import queue_url
+from tests.support.queues import queue_url
 from tests.support.waiting import result_or_whereabouts
 from tests.tasks import record
 

@@ -12,7 +12,7 @@ import pytest
 
 from config.settings import Settings
 from taskapp.sqs.claimcheck import POINTER_CLASS, SIZE_ATTRIBUTE
-from tests.conftest import drain, queue_url
+from tests.support.queues import drain, queue_url
 from tests.support.waiting import result_or_whereabouts
 from tests.tasks import digest
 

@@ -19,7 +19,7 @@ from celery.worker import state as worker_state
 
 from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
-from tests.conftest import drain, queue_url
+from tests.support.queues import drain, queue_url
 from tests.support.waiting import result_or_whereabouts
 from tests.tasks import effect_times, fail_permanently, flaky, record
 

@@ -31,7 +31,7 @@ def _depth(sqs: Any, url: str) -> int:
 
 
 def _bodies(sqs: Any, url: str) -> list[dict[str, Any]]:
-    from tests.conftest import drain
+    from tests.support.queues import drain
 
     return drain(sqs, url)
 

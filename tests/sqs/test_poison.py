@@ -28,7 +28,6 @@ from taskapp.local.net import free_port
 from taskapp.sqs.claimcheck import IDEMPOTENCY_ATTRIBUTE, SIZE_ATTRIBUTE, pointer_of
 from taskapp.sqs.deadletter import UnacceptableMessage, read_reason
 from taskapp.sqs.transport import REFUSAL_HEADER, refusal_of
-from tests.conftest import drain, queue_url
 from tests.sqs.hostile import (
     JPEG,
     claim_check_key,
@@ -38,6 +37,7 @@ from tests.sqs.hostile import (
     sqs_body,
     task_envelope,
 )
+from tests.support.queues import drain, queue_url
 from tests.support.waiting import result_or_whereabouts
 from tests.tasks import effect_times, record
 

@@ -16,7 +16,6 @@ import pytest
 from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import prefixed_app
 from tests.integration.processes import worker_process
 from tests.sqs.hostile import (
     JPEG,
@@ -26,6 +25,7 @@ from tests.sqs.hostile import (
     sqs_body,
     task_envelope,
 )
+from tests.support.queues import prefixed_app
 from tests.support.waiting import result_or_whereabouts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,7 +10,7 @@ from config.settings import Settings
 from taskapp.queues import route_task
 from taskapp.sqs.claimcheck import POINTER_CLASS
 from taskapp.sqs.provision import app_specs, provision
-from tests.conftest import drain, prefixed_app
+from tests.support.queues import drain, prefixed_app
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,8 @@ from config.settings import Settings
 from taskapp.sqs.deadletter import DeadLetter, read_reason
 from taskapp.sqs.provision import app_specs, provision
 from taskapp.sqs.signing import SEAL, SIGNED_HEADERS
-from tests.conftest import drain, prefixed_app
 from tests.integration.processes import ROOT, worker_process
+from tests.support.queues import drain, prefixed_app
 from tests.support.signing import signing_env
 from tests.tasks import effect_times
 

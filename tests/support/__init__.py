@@ -1,1 +1,1 @@
-"""Helpers shared by the test packages (no fixtures here: those live in tests/conftest.py)."""
+"""Helpers shared by the test packages (no fixtures here: those live in the conftest files)."""

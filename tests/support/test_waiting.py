@@ -10,7 +10,7 @@ import pytest
 
 from config.settings import Settings
 from taskapp.sqs.deadletter import DeadLetter, send_dead_letter
-from tests.conftest import prefixed_app
+from tests.support.queues import prefixed_app
 from tests.support.waiting import result_or_whereabouts
 
 pytestmark = pytest.mark.integration

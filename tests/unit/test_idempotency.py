@@ -167,7 +167,7 @@ def test_a_task_with_an_over_long_key_fails_as_permanent_not_crash(
     worker: Any, sqs: Any, settings: Any
 ) -> None:
     from taskapp.sqs.deadletter import read_reason
-    from tests.conftest import drain, queue_url
+    from tests.support.queues import drain, queue_url
     from tests.tasks import effect_times, record
 
     tag = f"longkey-{uuid.uuid4().hex[:8]}"
