@@ -1,4 +1,4 @@
-"""Cleanup test fixtures: the session database migrated, a bucket per test, rule files."""
+"""Cleanup test fixtures: an empty bucket per test, rule files."""
 
 from __future__ import annotations
 
@@ -9,22 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from config.settings import Settings
-from taskapp.sqs.provision import ensure_bucket
-
-
-@pytest.fixture(scope="session")
-def session_db(settings: Settings) -> str:
-    """The session database (the one the worker uses), with every migration applied."""
-    from taskapp.db import upgrade
-
-    upgrade(settings.database_url.get_secret_value())
-    return settings.database_url.get_secret_value()
+from taskapp.aws.s3 import ensure_bucket
 
 
 @pytest.fixture
-def bucket(s3: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+def empty_bucket(s3: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh, empty bucket that ``TASKAPP_BUCKET`` points at for this test."""
     name = f"cleanup-{uuid.uuid4().hex[:12]}"
     ensure_bucket(s3, name)

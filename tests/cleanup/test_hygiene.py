@@ -14,6 +14,7 @@ from taskapp import db
 from taskapp.cleanup.service import run_cleanup
 from taskapp.idempotency import idempotency_keys
 from tests.cleanup import sweepers_for_tests
+from tests.support.databases import SQLITE_ONLY
 
 HYGIENE = ["task-results", "group-results", "idempotency-records"]
 
@@ -75,7 +76,8 @@ def _key(key: str, state: str, at: datetime) -> dict:
             "updated_at": stamp, "result": None}  # fmt: skip
 
 
-def test_sweepers_run_and_a_missing_optional_one_is_skipped(tmp_path, rules_file):
+@SQLITE_ONLY
+def test_sweepers_run_and_a_missing_optional_one_is_skipped(database_url, rules_file):
     # given two sweepers: one installed, one from a family that is not installed
     rules_file(
         tables=[],
@@ -85,12 +87,10 @@ def test_sweepers_run_and_a_missing_optional_one_is_skipped(tmp_path, rules_file
             {"name": "absent", "sweeper": "taskapp.not_installed:sweep", "optional": True},
         ],
     )
-    url = f"sqlite:///{tmp_path}/app.db"
-    db.upgrade(url)
     sweepers_for_tests.calls.clear()
     # when cleanup runs dry, then for real
-    dry = run_cleanup(url=url, dry_run=True)
-    real = run_cleanup(url=url)
+    dry = run_cleanup(url=database_url, dry_run=True)
+    real = run_cleanup(url=database_url)
     # then the sweeper was told which, and its counts are reported; the absent one skipped
     assert sweepers_for_tests.calls == [True, False]
     assert dry["rules"]["event-queues"] == {
@@ -102,16 +102,15 @@ def test_sweepers_run_and_a_missing_optional_one_is_skipped(tmp_path, rules_file
     assert "not installed" in real["rules"]["absent"]["skipped"]
 
 
-def test_the_monitoring_sweeper_removes_queues_of_crashed_processes(tmp_path, sqs, settings):
+@SQLITE_ONLY
+def test_the_monitoring_sweeper_removes_queues_of_crashed_processes(database_url, sqs, settings):
     # given a per-process event queue whose lease ran out an hour ago (its process crashed)
     name = f"{settings.queue_prefix}mon-ev-crashed{uuid.uuid4().hex[:8]}"
     url = sqs.create_queue(QueueName=name, tags={"taskapp:lease": str(time.time() - 3600)})
-    db_url = f"sqlite:///{tmp_path}/app.db"
-    db.upgrade(db_url)
     # when cleanup runs the sweeper dry, then for real
-    dry = run_cleanup(["monitoring-queues"], dry_run=True, url=db_url)
+    dry = run_cleanup(["monitoring-queues"], dry_run=True, url=database_url)
     assert sqs.list_queues(QueueNamePrefix=name).get("QueueUrls") == [url["QueueUrl"]]
-    real = run_cleanup(["monitoring-queues"], url=db_url)
+    real = run_cleanup(["monitoring-queues"], url=database_url)
     # then the dry run touched nothing and said so; the real run removed the queue
     assert "cannot tell" in dry["rules"]["monitoring-queues"]["skipped"]
     assert real["rules"]["monitoring-queues"]["count"] >= 1

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.integration
 RULES = ["events", "inactive-customers"]
 
 
-def test_cleanup_run_counts_then_cleans_through_the_worker(session_db, worker):
+def test_cleanup_run_counts_then_cleans_through_the_worker(migrated_db, worker):
     # given the sample business in the worker's database
     now = datetime.now(UTC)
-    seed(session_db, 300, now)
+    seed(migrated_db, 300, now)
     old = select(func.count()).where(events.c.created_at < now - timedelta(days=30))
-    with db.engine(session_db).connect() as conn:
+    with db.engine(migrated_db).connect() as conn:
         expected = conn.scalar(old)
     # when cleanup.run goes through the queue, dry and then for real
     dry = run_cleanup.delay(RULES, True).get(timeout=60)
@@ -31,13 +31,13 @@ def test_cleanup_run_counts_then_cleans_through_the_worker(session_db, worker):
     assert dry["rules"]["events"]["count"] == real["rules"]["events"]["count"] == expected > 0
     assert dry["rules"]["inactive-customers"]["count"] == 3  # customers 4, 8, 12 of 15
     assert real["rules"]["inactive-customers"]["count"] == 3
-    with db.engine(session_db).connect() as conn:
+    with db.engine(migrated_db).connect() as conn:
         assert conn.scalar(old) == 0
         run = conn.execute(select(cleanup_runs).where(cleanup_runs.c.id == real["run_id"])).one()
     assert (run.status, run.total) == ("succeeded", expected + 3)
 
 
-def test_an_unknown_rule_fails_once_without_retries(session_db, worker):
+def test_an_unknown_rule_fails_once_without_retries(migrated_db, worker):
     # when cleanup.run is asked for a rule nobody configured
     result = run_cleanup.delay(["no-such-rule"])
     # then it fails permanently, naming the rule, on the first attempt

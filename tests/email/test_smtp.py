@@ -20,8 +20,11 @@ from taskapp.email.errors import (
     MessageTooLarge,
 )
 from taskapp.email.request import EmailRequest
-from tests.email.conftest import use_smtp
+from tests.email.outbox import use_smtp
 from tests.email.smtp_server import TestSMTPServer
+
+#: The service claims each send in the idempotency ledger, in the session database.
+pytestmark = pytest.mark.usefixtures("migrated_db")
 
 Factory = Callable[..., TestSMTPServer]
 

@@ -20,9 +20,10 @@ from taskapp.email.errors import (
 )
 from taskapp.email.tasks import send_bulk, send_email
 from taskapp.sqs.deadletter import read_reason
-from tests.email.conftest import eml_files, ses_sent, wait_for
+from tests.email.outbox import eml_files, ses_sent
 from tests.email.smtp_server import TestSMTPServer
 from tests.support.queues import drain, queue_url
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,11 @@ def test_forced_redelivery_of_a_sent_email_delivers_nothing_more(
     # when the very same task message is delivered again
     send_email.apply_async(args, kwargs, task_id=task_id)
     # (its result is SUCCESS already, so wait for the worker to consume and ack the copy)
-    wait_for(lambda: queue_depth(sqs, queue_url(sqs, settings, "email")) == 0)
+    wait_for(
+        lambda: queue_depth(sqs, queue_url(sqs, settings, "email")) == 0,
+        "the copy to be consumed and acknowledged",
+        interval=0.2,
+    )
     # then the server still holds one message and the result is the first send's
     assert len(smtp_server.received) == 1
     assert app.AsyncResult(task_id).result == first
@@ -223,7 +228,7 @@ def test_bulk_fans_out_one_email_per_recipient_at_the_send_rate(
     planned = outcome(result)
     assert planned == {"recipients": 3, "chunks": 2, "last_countdown": 1.0}
     # then each recipient gets their own email, personalised where asked
-    wait_for(lambda: len(smtp_server.received) == 3)
+    wait_for(lambda: len(smtp_server.received) == 3, "three emails at the SMTP server")
     by_rcpt = {r.rcpt_tos[0]: r.message for r in smtp_server.received}
     assert sorted(by_rcpt) == ["a@example.com", "b@example.com", "c@example.com"]
     assert by_rcpt["b@example.com"]["Subject"] == "Welcome to taskapp, Bé"

@@ -1,4 +1,4 @@
-"""Image test fixtures: the migrated session database and a local HTTP server on 127.0.0.1."""
+"""Image test fixtures: a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -12,17 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from config.settings import Settings
 from taskapp.local.net import LOOPBACK
-
-
-@pytest.fixture(scope="session")
-def images_db(settings: Settings) -> str:
-    """The session database with every migration applied (image_uploads included)."""
-    from taskapp.db import upgrade
-
-    upgrade(settings.database_url.get_secret_value())
-    return settings.database_url.get_secret_value()
 
 
 @dataclass

@@ -148,7 +148,7 @@ def test_url_404_and_redirect_to_loopback_fail_permanently(
 
 
 def test_process_upload_records_thumbnails_and_analysis_in_the_database(
-    worker: Any, s3: Any, settings: Settings, images_db: str
+    worker: Any, s3: Any, settings: Settings, migrated_db: str
 ) -> None:
     # given an uploaded photo carrying GPS coordinates
     key = upload(s3, settings, samples.jpeg_with_metadata())
@@ -168,7 +168,7 @@ def test_process_upload_records_thumbnails_and_analysis_in_the_database(
 
 
 def test_process_upload_of_a_bad_file_records_the_failure(
-    worker: Any, s3: Any, settings: Settings, images_db: str
+    worker: Any, s3: Any, settings: Settings, migrated_db: str
 ) -> None:
     key = upload(s3, settings, b"%PDF-1.7 not an image we take")
     started = process_upload.delay(key).get(**WAIT)

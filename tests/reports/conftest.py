@@ -1,4 +1,4 @@
-"""Reports fixtures: the migrated session database, the bucket, and seeded sample orders."""
+"""Reports fixtures: seeded sample orders in a fresh database, alone or as the app's database."""
 
 from __future__ import annotations
 
@@ -9,27 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from config.settings import Settings
 from taskapp import db
 from taskapp.sample import orders, seed
-from taskapp.sqs.provision import ensure_bucket
 
 #: The seed spreads orders over the 90 days before NOW (2025-01-01 .. 2025-03-31).
 NOW = datetime(2025, 3, 31, 23, 0, tzinfo=UTC)
 N_ORDERS = 600
-
-
-@pytest.fixture(scope="session", autouse=True)
-def session_db(settings: Settings) -> str:
-    """The session database (the worker's default) carries every migration, reports' included."""
-    db.upgrade(settings.database_url.get_secret_value())
-    return settings.database_url.get_secret_value()
-
-
-@pytest.fixture(scope="session")
-def bucket(s3: Any, settings: Settings) -> str:
-    ensure_bucket(s3, settings.bucket)
-    return settings.bucket
 
 
 @pytest.fixture

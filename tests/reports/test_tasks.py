@@ -39,7 +39,7 @@ def _eventually(probe: Callable[[], list[Any]], timeout: float = 10) -> list[Any
 
 
 def test_generate_returns_key_url_and_rows_and_records_its_runtime(
-    worker: Any, app_db: str, bucket: str, s3: Any
+    worker: Any, app_db: str, session_bucket: str, s3: Any
 ) -> None:
     # when a month of orders_by_day is requested through the broker
     sent = generate_report.delay("orders_by_day", MONTH, "csv")
@@ -48,7 +48,7 @@ def test_generate_returns_key_url_and_rows_and_records_its_runtime(
     assert result["key"].startswith("reports/orders_by_day/") and result["key"].endswith(".csv")
     assert result["url"].startswith("http") and result["format"] == "csv"
     assert result["parts"] == 1
-    assert s3_body(s3, bucket, result["key"]).count(b"\r\n") == result["rows"] + 1 > 1
+    assert s3_body(s3, session_bucket, result["key"]).count(b"\r\n") == result["rows"] + 1 > 1
     # and the worker recorded how long the task ran (the source of task_activity's p50/p95);
     # task_postrun fires just after the result is stored, so wait for the row
     runs = _eventually(lambda: _runs(app_db, sent.id))
@@ -57,14 +57,14 @@ def test_generate_returns_key_url_and_rows_and_records_its_runtime(
 
 
 def test_a_long_range_runs_as_a_chord_and_merges_parts_in_order(
-    worker: Any, app_db: str, bucket: str, s3: Any
+    worker: Any, app_db: str, session_bucket: str, s3: Any
 ) -> None:
     # when a quarter is requested (three parts of at most 31 days)
     sent = generate_report.delay("orders_by_day", QUARTER, "csv")
     result = sent.get(**WAIT)
     # then the caller's id carries the merged result (the merge inherited that id)
     assert result["parts"] == 3 and f"/{sent.id}/" in result["key"]
-    lines = s3_body(s3, bucket, result["key"]).decode().splitlines()
+    lines = s3_body(s3, session_bucket, result["key"]).decode().splitlines()
     assert lines[0] == "day,region,orders,revenue_cents"
     days = [line.split(",")[0] for line in lines[1:]]
     assert days == sorted(days) and days[0] >= "2025-01-01" and days[-1] <= "2025-03-31"
@@ -75,7 +75,7 @@ def test_a_long_range_runs_as_a_chord_and_merges_parts_in_order(
 
 
 def test_a_finished_part_reports_progress_on_the_report(
-    worker: Any, app_db: str, bucket: str
+    worker: Any, app_db: str, session_bucket: str
 ) -> None:
     # given a report id whose first of three parts is generated
     report_id = f"progress-{time.time_ns()}"
@@ -98,7 +98,7 @@ def test_a_finished_part_reports_progress_on_the_report(
     ],
 )
 def test_bad_input_fails_once_naming_the_parameter(
-    worker: Any, session_db: str, args: tuple[Any, ...], param: str
+    worker: Any, migrated_db: str, args: tuple[Any, ...], param: str
 ) -> None:
     sent = generate_report.delay(*args)
     with pytest.raises(ReportParamError) as caught:
@@ -108,7 +108,9 @@ def test_bad_input_fails_once_naming_the_parameter(
     assert sent.state == "FAILURE" and sent.retries == 0
 
 
-def test_injection_through_the_worker_is_inert(worker: Any, app_db: str, bucket: str) -> None:
+def test_injection_through_the_worker_is_inert(
+    worker: Any, app_db: str, session_bucket: str
+) -> None:
     params = {**MONTH, "region": "x'; DROP TABLE orders; --"}
     result = generate_report.delay("orders_by_day", params, "xlsx").get(**WAIT)
     assert result["rows"] == 0
@@ -119,7 +121,7 @@ def test_notify_emails_the_link_after_the_file_exists(
     worker: Any,
     app: Any,
     app_db: str,
-    bucket: str,
+    session_bucket: str,
     s3: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -141,4 +143,4 @@ def test_notify_emails_the_link_after_the_file_exists(
     text = message.read_text()
     assert "ops@example.com" in text and "Report ready" in text
     assert result["key"].split("/")[-1] in text.replace("=\n", "")
-    s3.head_object(Bucket=bucket, Key=result["key"])
+    s3.head_object(Bucket=session_bucket, Key=result["key"])

@@ -1,4 +1,4 @@
-"""Throw-away PostgreSQL databases on 127.0.0.1 for tests that run on both backends."""
+"""Throw-away databases: PostgreSQL ones on 127.0.0.1, and narrowing ``database_url`` to SQLite."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["POSTGRES_ADMIN_URL", "postgres_database"]
+import pytest
+
+__all__ = ["POSTGRES_ADMIN_URL", "SQLITE_ONLY", "postgres_database"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TASKAPP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+#: For a test that needs a migrated database of its own but not both backends (the database is a
+#: side record there), e.g. cleanup recording its runs: ``database_url`` on SQLite only.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @contextmanager
