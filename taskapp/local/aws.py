@@ -9,9 +9,13 @@ import threading
 from collections.abc import MutableMapping
 from contextlib import suppress
 
-from moto.server import ThreadedMotoServer
-
+from taskapp.local import LocalGroupMissing
 from taskapp.local.net import LOOPBACK, free_port
+
+try:
+    from moto.server import ThreadedMotoServer
+except ModuleNotFoundError as missing:  # the 'local' dependency group
+    raise LocalGroupMissing(missing.name) from missing
 
 __all__ = ["LocalAWS", "LOCAL_CREDENTIALS"]
 

@@ -9,9 +9,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
-
+from taskapp.local import LocalGroupMissing
 from taskapp.local.net import LOOPBACK, free_port
+
+try:
+    from aiosmtpd.controller import Controller
+except ModuleNotFoundError as missing:  # the 'local' dependency group
+    raise LocalGroupMissing(missing.name) from missing
 
 __all__ = ["MailSink"]
 
