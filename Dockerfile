@@ -24,14 +24,14 @@ RUN apt-get update \
 # binary (pycurl bundles libcurl, psycopg its libpq), so no compiler is needed.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-default-groups --no-install-project
 
 COPY config ./config
 COPY taskapp ./taskapp
 COPY docker ./docker
 COPY Procfile ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev
+    uv sync --frozen --no-default-groups
 
 # Never run as root: a task that is tricked into writing files cannot touch the image.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app taskapp \
