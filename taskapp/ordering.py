@@ -25,7 +25,7 @@ entity_versions = Table(
     metadata,
     Column("entity", String(300), primary_key=True),
     Column("version", BigInteger, nullable=False),
-    Column("task_id", String(64), nullable=False),
+    Column("task_id", String(155), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
 

@@ -19,12 +19,16 @@ from typing import Any
 
 from taskapp.sqs.deadletter import UnacceptableMessage
 
-__all__ = ["check_task_message", "MAX_TASK_ID", "MAX_RETRIES"]
+__all__ = ["check_task_message", "MAX_TASK_ID", "MAX_RETRIES", "MAX_ENTITY", "MAX_ENTITY_VERSION"]
 
 #: Longest task id Celery's database result backend stores (``celery_taskmeta.task_id``).
 MAX_TASK_ID = 155
 #: Largest retry count the result table's INTEGER column holds on PostgreSQL.
 MAX_RETRIES = 2**31 - 1
+#: Longest ``entity`` header ``entity_versions.entity`` stores.
+MAX_ENTITY = 300
+#: Largest ``entity_version`` the BIGINT column holds.
+MAX_ENTITY_VERSION = 2**63 - 1
 
 
 def check_task_message(headers: Any, body: Any) -> None:
@@ -76,6 +80,23 @@ def _check_fields(fields: Mapping[str, Any], where: str) -> None:
         and all(limit is None or (_is_number(limit) and limit >= 0) for limit in limits)
     ):
         raise _refuse(f"{where}.timelimit", "expected [soft, hard] seconds (or null)")
+    _check_entity(fields, where)
+
+
+def _check_entity(fields: Mapping[str, Any], where: str) -> None:
+    # taskapp's ordering headers: entity_version is read only when entity is set, and both go
+    # into entity_versions, so a missing or huge version would fail the run after the claim.
+    entity = fields.get("entity")
+    if entity is None:
+        return
+    if not isinstance(entity, str) or not 0 < len(entity) <= MAX_ENTITY:
+        raise _refuse(f"{where}.entity", f"expected a string of 1..{MAX_ENTITY} characters")
+    version = fields.get("entity_version")
+    if not (_is_int(version) and 0 <= version <= MAX_ENTITY_VERSION):
+        raise _refuse(
+            f"{where}.entity_version",
+            f"expected an integer 0..{MAX_ENTITY_VERSION} with entity, got {version!r:.80}",
+        )
 
 
 def _body_v2(body: Any) -> tuple[Any, Any, Mapping[str, Any]]:

@@ -45,6 +45,12 @@ def test_a_well_formed_message_and_what_celery_sends_pass(app: Any) -> None:
         (_with(HEADERS, stamped_headers=True), BODY, "headers.stamped_headers"),
         (_with(HEADERS, stamped_headers=[["a"]]), BODY, "headers.stamped_headers"),
         (_with(HEADERS, stamps=[1]), BODY, "headers.stamps"),
+        (_with(HEADERS, entity="customer:1"), BODY, "headers.entity_version"),
+        (_with(HEADERS, entity="c", entity_version="7"), BODY, "headers.entity_version"),
+        (_with(HEADERS, entity="c", entity_version=2**63), BODY, "headers.entity_version"),
+        (_with(HEADERS, entity="c", entity_version=-1), BODY, "headers.entity_version"),
+        (_with(HEADERS, entity=42, entity_version=1), BODY, "headers.entity"),
+        (_with(HEADERS, entity="e" * 301, entity_version=1), BODY, "headers.entity"),
         (HEADERS, [1, 2], "body"),
         (HEADERS, ({}, {}, {}), "body.args"),
         (HEADERS, ([], [], {}), "body.kwargs"),
@@ -76,7 +82,9 @@ JSON = st.recursive(
 )
 
 
-FIELDS = st.sampled_from([*HEADERS, "expires", "stamped_headers", "stamps"])
+FIELDS = st.sampled_from(
+    [*HEADERS, "expires", "stamped_headers", "stamps", "entity", "entity_version"]
+)
 
 
 @given(headers=st.dictionaries(FIELDS, JSON), body=JSON)
