@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -42,9 +43,21 @@ def test_each_execution_is_recorded_unless_turned_off(
 
 
 def test_a_missing_table_never_fails_the_task(
-    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # given a database without the reports migration
-    monkeypatch.setenv("TASKAPP_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
-    # when a task finishes, then recording logs instead of raising
+    # given recording on, and a database without the reports migration
+    url = f"sqlite:///{tmp_path}/empty.db"
+    monkeypatch.setenv("TASKAPP_DATABASE_URL", url)
+    monkeypatch.setenv("TASKAPP_RECORD_TASK_RUNTIMES", "true")
+    # when a task finishes
+    with caplog.at_level(logging.WARNING, logger=runtimes.__name__):
+        _execute("t-2")
+    # then recording was tried and logged its failure instead of raising
+    assert [r.getMessage() for r in caplog.records if r.name == runtimes.__name__] == [
+        "task runtime not recorded task_id=t-2 error=OperationalError"
+    ]
+    # and once the table exists, the same call records the execution
+    db.upgrade(url)
     _execute("t-2")
+    with db.engine(url).connect() as conn:
+        assert [r.task_id for r in conn.execute(select(runtimes.task_runs))] == ["t-2"]
