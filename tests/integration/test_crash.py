@@ -6,6 +6,7 @@ session worker never competes) and the session's database, and ends every proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,10 +18,10 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from taskapp.sqs.provision import app_specs, provision
+from taskapp.sqs.admin.provision import app_specs, provision
 from tests.integration.processes import worker_process
 from tests.support.queues import prefixed_app
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 from tests.tasks import effect_times
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,10 +40,9 @@ def crash_env(
 
 
 def _wait_for_start(tag: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not effect_times(f"{tag}:start"):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.1)
+    wait_for(
+        lambda: effect_times(f"{tag}:start"), "the task to start", timeout=timeout, interval=0.1
+    )
 
 
 def _children(pid: int) -> list[int]:
@@ -86,10 +86,14 @@ def test_sigkill_of_a_pool_child_redelivers_instead_of_failing(
             os.kill(child, signal.SIGKILL)
         # then the task is never recorded as failed, and completes once
         states = set()
-        deadline = time.monotonic() + 60
-        while not result.ready() and time.monotonic() < deadline:
+
+        def ready() -> bool:
             states.add(result.state)
-            time.sleep(0.2)
+            return bool(result.ready())
+
+        # (a timeout here is diagnosed by result_or_whereabouts, which says where the message is)
+        with contextlib.suppress(AssertionError):
+            wait_for(ready, "the task to complete", timeout=60, interval=0.2)
         assert result_or_whereabouts(result, timeout=1) == 1
     assert "FAILURE" not in states
     assert len(effect_times(tag)) == 1
@@ -109,10 +113,12 @@ def test_warm_shutdown_releases_prefetched_messages_to_another_worker(
         long_ = producer.send_task("tests.sleepy", args=[f"{tag}-long", 6])
         _wait_for_start(f"{tag}-long")
         short = [producer.send_task("tests.record", args=[tag]) for _ in range(3)]
-        deadline = time.monotonic() + 15
-        while not all(r.id in log_d.read_text() for r in short):
-            assert time.monotonic() < deadline, "D never prefetched the short tasks"
-            time.sleep(0.1)
+        wait_for(
+            lambda: all(r.id in log_d.read_text() for r in short),
+            "D to prefetch the short tasks",
+            timeout=15,
+            interval=0.1,
+        )
         with worker_process(env, "e", tmp_path / "e.log"):
             # when D gets SIGTERM (warm shutdown) while its long task runs
             stopped_at = time.time()

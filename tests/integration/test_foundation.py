@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
 from config.settings import Settings
 from taskapp.queues import queue_names
-from taskapp.sqs.provision import app_specs, provision
+from taskapp.sqs.admin.provision import app_specs, provision
 from tests.support.queues import drain, prefixed_app, queue_url
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +74,11 @@ def test_message_failing_max_receives_times_lands_in_its_dlq(
     result = app.send_task("tests.reject")
     dlq = queue_url(sqs, settings, "default-dlq")
     # when the worker has received it TASKAPP_MAX_RECEIVES times
-    deadline = time.monotonic() + 60
-    dead: list[dict[str, Any]] = []
-    while not dead and time.monotonic() < deadline:
-        dead = drain(sqs, dlq, wait=1)
+    dead = wait_for(
+        lambda: drain(sqs, dlq, wait=1), "the rejected message in the DLQ", timeout=60, interval=0
+    )
     # then SQS moved it to the default queue's DLQ, with its receive count at the limit
-    assert len(dead) == 1, "the rejected message never reached the DLQ"
+    assert len(dead) == 1, dead
     assert int(dead[0]["Attributes"]["ApproximateReceiveCount"]) >= settings.max_receives
     body = json.loads(_decode(dead[0]["Body"]))
     assert body["headers"]["id"] == result.id
@@ -140,7 +138,7 @@ def test_predefined_queues_resolve_every_provisioned_url(
     provisioned: Any, sqs: Any, settings: Settings
 ) -> None:
     from taskapp.queues import dlq_name
-    from taskapp.sqs.provision import predefined_queues
+    from taskapp.sqs.admin.provision import predefined_queues
 
     # when the worker's predefined queues are resolved (GetQueueUrl only)
     before = sqs.list_queues(QueueNamePrefix=settings.queue_prefix)["QueueUrls"]

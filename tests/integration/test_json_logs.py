@@ -12,9 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ import pytest
 
 from config.settings import Settings
 from taskapp.local.net import free_port
-from taskapp.sqs.provision import app_specs, provision
+from taskapp.sqs.admin.provision import app_specs, provision
 from tests.integration.processes import ROOT
 from tests.support.queues import prefixed_app
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,13 +62,6 @@ def is_json_object(line: str) -> bool:
         return False
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 @contextmanager
 def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``argv`` with stdout and stderr in ``log``; SIGKILLed by PID (its group) at exit."""
@@ -94,8 +86,9 @@ def worker(env: dict[str, str], name: str, log: Path) -> Iterator[subprocess.Pop
     with process(argv, env, log) as proc:
         wait_for(
             lambda: " ready." in log.read_text() or proc.poll() is not None,
-            "worker did not become ready",
+            "the worker to become ready",
             timeout=120,
+            interval=0.2,
         )
         assert proc.poll() is None, log.read_text()[-3000:]
         yield proc
@@ -111,7 +104,9 @@ def test_worker_and_pool_child_write_json_lines_with_the_task(
         # when a task fails once (retried) and then succeeds, in the pool child
         result = producer.send_task("tests.flaky", args=[uuid.uuid4().hex, 1])
         assert result_or_whereabouts(result, timeout=60, interval=0.2) == 2
-        wait_for(lambda: "succeeded" in log.read_text(), "the success line was never written")
+        wait_for(
+            lambda: "succeeded" in log.read_text(), "the success line", timeout=60, interval=0.2
+        )
     records = json_lines(log)
     # then every line was JSON, the banner included
     assert any(r["message"].endswith("starting") and r.get("queues") for r in records)
@@ -137,7 +132,9 @@ def test_worker_writes_text_by_default(
     with worker(env, "text", log):
         result = producer.send_task("tests.add", args=[2, 3])
         assert result_or_whereabouts(result, timeout=60, interval=0.2) == 5
-        wait_for(lambda: "succeeded" in log.read_text(), "the success line was never written")
+        wait_for(
+            lambda: "succeeded" in log.read_text(), "the success line", timeout=60, interval=0.2
+        )
     lines = log.read_text().splitlines()
     # then it writes Celery's text: the banner and `[time: LEVEL/Process] message` lines
     assert any("[queues]" in line for line in lines)
@@ -155,7 +152,9 @@ def test_beat_writes_json_lines(logs_env: tuple[Any, dict[str, str]], tmp_path: 
         # (its start line comes right after Celery's "beat: Starting...")
         wait_for(
             lambda: "beat starting" in log.read_text() or beat.poll() is not None,
-            "beat never logged its start",
+            "beat to log its start",
+            timeout=60,
+            interval=0.2,
         )
     # then its banner and every line after it are JSON
     records = json_lines(log)
@@ -176,8 +175,9 @@ def test_flower_writes_json_lines_and_warns_about_the_placeholder_password(
     with process(argv, env, log) as flower:
         wait_for(
             lambda: "Visit me at" in log.read_text() or flower.poll() is not None,
-            "Flower never started",
+            "Flower to start",
             timeout=120,
+            interval=0.2,
         )
     # then what Flower logs through tornado is JSON too
     records = json_lines(log)

@@ -11,10 +11,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ import pytest
 from config.settings import Settings
 from taskapp.aws import client
 from taskapp.local.net import free_port, wait_for_port
-from taskapp.sqs.monitoring import EPHEMERAL_INFIX
+from taskapp.sqs.ephemeral import EPHEMERAL_INFIX
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 #: Queue only this module's worker consumes, so the session worker never takes its tasks.
@@ -56,18 +56,6 @@ def remote_control(node: str) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def monitoring_litter(settings: Settings) -> tuple[set[str], set[str]]:
@@ -193,9 +181,17 @@ def stack(
     try:
         wait_for_port(port, timeout=60)
         wait_for(
-            lambda: _event_subscribers(settings) - subscribers, 60, "Flower's event subscription"
+            lambda: _event_subscribers(settings) - subscribers,
+            "Flower's event subscription",
+            timeout=60,
+            interval=0.3,
         )
-        wait_for(lambda: _heartbeat_seen(stack), 60, "the worker's heartbeat in Flower")
+        wait_for(
+            lambda: _heartbeat_seen(stack),
+            "the worker's heartbeat in Flower",
+            timeout=60,
+            interval=0.3,
+        )
         yield stack
     except BaseException:
         print(stack.logs())

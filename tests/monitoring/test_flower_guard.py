@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -25,6 +24,7 @@ import pytest
 
 from taskapp.aws import client
 from taskapp.local.net import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -87,14 +87,16 @@ class Flower:
 
     def outcome(self, timeout: float = 120) -> str:
         """``"exited"`` or ``"serving"``, whichever happens first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def settled() -> str | None:
             if self.popen.poll() is not None:
                 return "exited"
-            if self.serving():
-                return "serving"
-            time.sleep(0.2)
-        pytest.fail(f"Flower neither served nor exited in {timeout}s:\n{self.output()[-3000:]}")
+            return "serving" if self.serving() else None
+
+        try:
+            return wait_for(settled, "Flower to serve or exit", timeout=timeout, interval=0.2)
+        except AssertionError as exc:
+            pytest.fail(f"{exc}:\n{self.output()[-3000:]}")
 
     def stop(self) -> None:
         # SIGKILL: a clean shutdown (removing its monitoring queues) costs ~10 s on a loaded

@@ -24,8 +24,8 @@ from tests.monitoring.conftest import (
     celery_cli,
     monitoring_litter,
     remote_control,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -62,7 +62,7 @@ def finished(stack: Stack) -> dict[str, Any]:
         done = all(tasks.get(i, {}).get("state") in ("SUCCESS", "FAILURE") for i in ids.values())
         return {key: tasks[i] for key, i in ids.items()} if done else None
 
-    return dict(wait_for(all_final, 30, "task events in Flower"))
+    return dict(wait_for(all_final, "task events in Flower", timeout=30, interval=0.3))
 
 
 def test_flower_shows_the_worker_online_with_heartbeats(stack: Stack) -> None:
@@ -74,7 +74,7 @@ def test_flower_shows_the_worker_online_with_heartbeats(stack: Stack) -> None:
         return row if row and row["status"] and row["heartbeats"] else None
 
     # then the worker is online, with heartbeats
-    row = wait_for(online, 30, "worker heartbeats in Flower")
+    row = wait_for(online, "worker heartbeats in Flower", timeout=30, interval=0.3)
     assert row.get("worker-heartbeat", 0) >= 1
 
 
@@ -223,7 +223,8 @@ def test_worker_flower_and_inspect_leave_no_queue_or_subscription(stack: Stack) 
     # then the monitoring queues and subscriptions are back to what they were before
     queues, subs = wait_for(
         lambda: (lit := monitoring_litter(stack.settings)) == stack.baseline and lit,
-        10,
         "the monitoring queues and subscriptions to be removed",
+        timeout=10,
+        interval=0.3,
     )
     assert (queues, subs) == stack.baseline

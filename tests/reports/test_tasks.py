@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from taskapp.reports.definitions import ReportParamError
 from taskapp.reports.runtimes import task_runs
 from taskapp.reports.tasks import generate_part, generate_report
 from tests.reports.conftest import N_ORDERS, order_count, s3_body
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,6 @@ WAIT = {"timeout": 60, "interval": 0.05}
 def _runs(url: str, task_id: str) -> list[Any]:
     with db.engine(url).connect() as conn:
         return list(conn.execute(select(task_runs).where(task_runs.c.task_id == task_id)))
-
-
-def _eventually(probe: Callable[[], list[Any]], timeout: float = 10) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    while not (found := probe()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
 
 
 def test_generate_returns_key_url_and_rows_and_records_its_runtime(
@@ -51,7 +44,7 @@ def test_generate_returns_key_url_and_rows_and_records_its_runtime(
     assert s3_body(s3, session_bucket, result["key"]).count(b"\r\n") == result["rows"] + 1 > 1
     # and the worker recorded how long the task ran (the source of task_activity's p50/p95);
     # task_postrun fires just after the result is stored, so wait for the row
-    runs = _eventually(lambda: _runs(app_db, sent.id))
+    runs = wait_for(lambda: _runs(app_db, sent.id), "the task's runtime row", timeout=10)
     assert [(r.name, r.state) for r in runs] == [("reports.generate", "SUCCESS")]
     assert runs[0].runtime_s > 0
 

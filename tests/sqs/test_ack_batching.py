@@ -17,9 +17,9 @@ from celery import signals
 from kombu import Exchange, Producer, Queue
 
 from config.settings import Settings
-from taskapp.sqs.batching import AckBatcher
+from taskapp.sqs.acks import AckBatcher
 from tests.support.queues import queue_url
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 from tests.tasks import record
 
 pytestmark = pytest.mark.integration
@@ -85,13 +85,6 @@ def lifecycle(worker: Any) -> Iterator[dict[str, dict[str, Any]]]:
     signals.task_postrun.disconnect(finished)
 
 
-def _wait_for(predicate: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
-
-
 def test_acks_are_coalesced_and_follow_the_task(
     worker: Any, worker_deletes: Calls, lifecycle: dict[str, dict[str, Any]]
 ) -> None:
@@ -103,9 +96,12 @@ def test_acks_are_coalesced_and_follow_the_task(
         result_or_whereabouts(result, timeout=30, interval=0.02)
     ids = [r.id for r in results]
     handles = {lifecycle[i]["handle"]: i for i in ids}
-    deleted = _wait_for(lambda: set(handles) <= set(worker_deletes.deleted_at()), timeout=5)
+    wait_for(
+        lambda: set(handles) <= set(worker_deletes.deleted_at()),
+        "every message to be deleted",
+        timeout=5,
+    )
     # then every message was deleted by DeleteMessageBatch, never one DeleteMessage per ack
-    assert deleted
     assert worker_deletes.of("DeleteMessage") == []
     batches = [c for c in worker_deletes.of("DeleteMessageBatch") if set(c[2]) & set(handles)]
     assert all(len(c[2]) <= 10 for c in batches)
@@ -125,7 +121,7 @@ def test_a_lone_ack_is_flushed_without_waiting_for_a_full_batch(
     result_or_whereabouts(result, timeout=30, interval=0.02)
     handle = lifecycle[result.id]["handle"]
     # then its message is deleted by the flusher on its own, in a batch of one
-    assert _wait_for(lambda: handle in worker_deletes.deleted_at(), timeout=5)
+    wait_for(lambda: handle in worker_deletes.deleted_at(), "the lone message's delete", timeout=5)
     assert worker_deletes.of("DeleteMessage") == []
 
 
@@ -153,7 +149,7 @@ def test_closing_the_channel_flushes_pending_acks(
         calls = next(hooked)
         # when they are received and acknowledged
         for _ in range(3):
-            message = _wait_for(lambda: queue.get(no_ack=False), timeout=10)
+            message = wait_for(lambda: queue.get(no_ack=False), "a message", timeout=10)
             message.ack()
         # then nothing is deleted yet: they are only in flight
         assert calls.seen == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from config.settings import Settings
 from taskapp.sqs.claimcheck import POINTER_CLASS, SIZE_ATTRIBUTE
 from tests.support.queues import drain, queue_url
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 from tests.tasks import digest
 
 pytestmark = pytest.mark.integration
@@ -38,10 +37,12 @@ def test_five_mib_argument_round_trips_and_leaves_no_object(
         "sha256": hashlib.sha256(data.encode()).hexdigest(),
     }
     # and the S3 object is gone once the message was acknowledged
-    deadline = time.monotonic() + 10
-    while set(_claim_checks(s3, settings)) - before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert set(_claim_checks(s3, settings)) - before == set()
+    wait_for(
+        lambda: not set(_claim_checks(s3, settings)) - before,
+        "the claim-check object to be deleted",
+        timeout=10,
+        interval=0.2,
+    )
 
 
 def test_dead_lettered_big_message_keeps_its_pointer_and_object(
@@ -52,10 +53,12 @@ def test_dead_lettered_big_message_keeps_its_pointer_and_object(
     with pytest.raises(Exception, match="refusing this payload"):
         result_or_whereabouts(result, timeout=60, interval=0.1)
     dlq = queue_url(sqs, settings, "default-dlq")
-    letters: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 15
-    while not letters and time.monotonic() < deadline:
-        letters = [m for m in drain(sqs, dlq, wait=1) if POINTER_CLASS in m["Body"]]
+    letters = wait_for(
+        lambda: [m for m in drain(sqs, dlq, wait=1) if POINTER_CLASS in m["Body"]],
+        "the pointer in the DLQ",
+        timeout=15,
+        interval=0,
+    )
     # then the DLQ holds the pointer (Extended Client format), and the object is still there
     assert len(letters) == 1
     _, target = json.loads(letters[0]["Body"])

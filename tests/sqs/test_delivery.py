@@ -20,7 +20,7 @@ from celery.worker import state as worker_state
 from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
 from tests.support.queues import drain, queue_url
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 from tests.tasks import effect_times, fail_permanently, flaky, record
 
 pytestmark = pytest.mark.integration
@@ -28,16 +28,6 @@ pytestmark = pytest.mark.integration
 
 def _tag() -> str:
     return uuid.uuid4().hex
-
-
-def _wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def _dead_letters(sqs: Any, settings: Settings, queue: str, timeout: float = 20) -> list[dict]:
@@ -48,7 +38,7 @@ def _dead_letters(sqs: Any, settings: Settings, queue: str, timeout: float = 20)
         found.extend(drain(sqs, url, wait=1))
         return found
 
-    _wait_for(poll, timeout)
+    wait_for(poll, f"a dead letter in {queue}-dlq", timeout=timeout, interval=0)
     for message in found:
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return found
@@ -103,15 +93,17 @@ def test_countdowns_longer_than_visibility_run_once_when_due_and_are_never_held(
     }
     # then until each is due, SQS holds it (delayed) and the worker does not
     held_early: set[str] = set()
-    while not effect_times(long_) and time.time() - sent < 80:
+
+    def long_ran() -> list[float]:
         waited = time.time() - sent
         reserved = {r.id for r in list(worker_state.reserved_requests)}
-        held_early |= {i for i, at in due.items() if i in reserved and waited < at - 0.5}
-        time.sleep(0.25)
+        held_early.update(i for i, at in due.items() if i in reserved and waited < at - 0.5)
+        return effect_times(long_)
+
+    (long_at,) = wait_for(long_ran, "the 70 s countdown to run", timeout=85, interval=0.25)
     assert held_early == set(), "the worker reserved a delayed message before it was due"
     # and each ran exactly once, when due
     (short_at,) = effect_times(short)
-    (long_at,) = _wait_for(lambda: effect_times(long_), 5)
     assert 12 <= short_at - sent <= 14
     assert 70 <= long_at - sent <= 72
     time.sleep(2)  # a redelivery would show up as a second execution now
@@ -125,7 +117,7 @@ def test_long_delay_hops_several_times_and_runs_once(
     hop(2)
     tag = _tag()
     sent = time.time()
-    with caplog.at_level(logging.DEBUG, logger="taskapp.sqs.transport"):
+    with caplog.at_level(logging.DEBUG, logger="taskapp.sqs.delivery"):
         result = record.apply_async((tag,), countdown=9)
         # then its state does not move until it is due
         time.sleep(6)
@@ -153,8 +145,10 @@ def test_task_running_three_visibility_timeouts_is_never_redelivered(worker: Any
     signals.task_received.connect(on_received, weak=False)
     try:
         result = record.apply_async((tag,), kwargs={"sleep": 9})
-        (running,) = _wait_for(
-            lambda: [r for r in list(worker_state.active_requests) if r.id == result.id], 5
+        (running,) = wait_for(
+            lambda: [r for r in list(worker_state.active_requests) if r.id == result.id],
+            "the task to start",
+            timeout=5,
         )
         info = running._message.delivery_info
         sqs.change_message_visibility(
@@ -293,10 +287,9 @@ def test_older_entity_version_is_skipped_as_stale_not_applied(worker: Any) -> No
     # when a retried, older update (version 1) arrives afterwards
     older = record.apply_async((f"{tag}:v1",), entity=entity, entity_version=1)
     # then it is recorded as stale and its effect never happens
-    deadline = time.monotonic() + 20
-    while older.state != "STALE" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert older.state == "STALE"
+    wait_for(
+        lambda: older.state == "STALE", "the older version to be STALE", timeout=20, interval=0.1
+    )
     assert older.info == {"stale": True, "entity": entity, "version": 1}
     assert effect_times(f"{tag}:v1") == [] and len(effect_times(f"{tag}:v2")) == 1
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +26,7 @@ from config.settings import Settings
 from taskapp.local.net import free_port
 from taskapp.sqs.claimcheck import IDEMPOTENCY_ATTRIBUTE, SIZE_ATTRIBUTE, pointer_of
 from taskapp.sqs.deadletter import UnacceptableMessage, read_reason
-from taskapp.sqs.transport import REFUSAL_HEADER, refusal_of
+from taskapp.sqs.delivery import REFUSAL_HEADER, refusal_of
 from tests.sqs.hostile import (
     JPEG,
     claim_check_key,
@@ -38,18 +37,10 @@ from tests.sqs.hostile import (
     task_envelope,
 )
 from tests.support.queues import drain, queue_url
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 from tests.tasks import effect_times, record
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:
@@ -137,7 +128,12 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
     assert sorted(result_or_whereabouts(r, timeout=60, interval=0.1) for r in good) == list(
         range(1, 11)
     )
-    _wait_for(lambda: effect_times(f"{tag}-raw"), 30, "the unbroken raw message to run")
+    wait_for(
+        lambda: effect_times(f"{tag}-raw"),
+        "the unbroken raw message to run",
+        timeout=30,
+        interval=0.2,
+    )
     # and every hostile one is in the DLQ once, with its reason and error
     letters = dead_letters_for(sqs, queue_url(sqs, settings, "default-dlq"), set(expected))
     got = {}
@@ -149,7 +145,9 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
         assert len(found) == 1, f"{body[:80]} was dead-lettered {len(found)} times"
     assert got == expected
     # and none of them is left to come back
-    _wait_for(lambda: queue_is_empty(sqs, url), 30, "the source queue to be empty")
+    wait_for(
+        lambda: queue_is_empty(sqs, url), "the source queue to be empty", timeout=30, interval=0.2
+    )
     # and the oversized payload never ran; dead-lettered claim checks keep their object
     assert effect_times(f"{tag}-big") == []
     assert _exists(s3, bucket, jpeg_key) and _exists(s3, bucket, big_key)
@@ -213,13 +211,23 @@ def test_duplicate_of_a_completed_claim_checked_message_is_a_no_op(
     bucket, key = pointer_of({"Body": sent["MessageBody"]}) or ("", "")
     assert key and IDEMPOTENCY_ATTRIBUTE in sent["MessageAttributes"]
     assert result_or_whereabouts(result, timeout=60, interval=0.1) == 1
-    _wait_for(lambda: not _exists(s3, bucket, key), 30, "the claim-check object to be deleted")
+    wait_for(
+        lambda: not _exists(s3, bucket, key),
+        "the claim-check object to be deleted",
+        timeout=30,
+        interval=0.2,
+    )
     # when SQS delivers the same message again (at-least-once)
     sqs.send_message(
         QueueUrl=url, MessageBody=sent["MessageBody"], MessageAttributes=sent["MessageAttributes"]
     )
     # then the worker takes it off the queue without running it and without a dead letter
-    _wait_for(lambda: queue_is_empty(sqs, url), 30, "the duplicate to be acknowledged")
+    wait_for(
+        lambda: queue_is_empty(sqs, url),
+        "the duplicate to be acknowledged",
+        timeout=30,
+        interval=0.2,
+    )
     letters = dead_letters_for(
         sqs, queue_url(sqs, settings, "default-dlq"), {sent["MessageBody"]}, timeout=2
     )
@@ -279,7 +287,7 @@ def test_a_no_ack_queue_drops_what_it_cannot_read_and_delivers_the_rest(
                         raise
                 return queue_is_empty(sqs, url)
 
-            _wait_for(read_all, 30, "the event queue to be read")
+            wait_for(read_all, "the event queue to be read", timeout=30, interval=0.2)
         finally:
             channel.basic_cancel("tag")
             queue.delete()

@@ -28,11 +28,12 @@ from celery.security.serialization import DEFAULT_SEPARATOR, SecureSerializer
 
 from config.settings import Settings
 from taskapp.sqs.deadletter import DeadLetter, read_reason
-from taskapp.sqs.provision import app_specs, provision
+from taskapp.sqs.admin.provision import app_specs, provision
 from taskapp.sqs.signing import SEAL, SIGNED_HEADERS
 from tests.integration.processes import ROOT, worker_process
 from tests.support.queues import drain, prefixed_app
 from tests.support.signing import signing_env
+from tests.support.waiting import wait_for
 from tests.tasks import effect_times
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -75,7 +76,7 @@ class Signed:
         script = (
             "import json, sys\n"
             "from taskapp import app\n"
-            "from taskapp.sqs.batch import enqueue_many\n"
+            "from taskapp.sqs.enqueue import enqueue_many\n"
             "plan = json.load(sys.stdin)\n"
             "ids = [app.send_task(s['task'], args=s.get('args'), kwargs=s.get('kwargs'),\n"
             "                     **s.get('options', {})).id for s in plan['send']]\n"
@@ -138,13 +139,19 @@ class Signed:
 
     def wait(self, condition: Callable[[], bool], what: str) -> None:
         """Collect dead letters until ``condition`` holds; on timeout, say where messages are."""
-        deadline = time.monotonic() + PATIENCE
-        while not condition():
-            assert time.monotonic() < deadline, (
-                f"gave up waiting for {what}; queue: {self.depth()}, "
-                f"dead letters: {sorted(self.letters)}"
-            )
+
+        def met() -> bool:
+            if condition():
+                return True
             self.collect()
+            return False
+
+        try:
+            wait_for(met, what, timeout=PATIENCE, interval=0)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; queue: {self.depth()}, dead letters: {sorted(self.letters)}"
+            ) from None
 
     def idle(self) -> bool:
         """Nothing waiting, delayed or in flight on the worker's queue."""
@@ -357,17 +364,17 @@ def test_a_redriven_signed_dead_letter_runs(signing: Signed) -> None:
     tag = uuid.uuid4().hex
     # given a signed task that failed until its retries ran out (3 runs), now a dead letter
     (task_id,) = signing.produce([{"task": "tests.flaky", "args": [tag, 3]}])
-    deadline = time.monotonic() + PATIENCE
-    moved = 0
-    # when it is redriven, once it is there
-    while not moved:
-        assert time.monotonic() < deadline, f"no dead letter to redrive; runs: {_ran(tag)}"
+
+    def redrive() -> int:
         done = subprocess.run(
             [sys.executable, "-c", "from taskapp.cli import main; main()",
              "dlq", "redrive", "default", "--task", "tests.flaky"],
             env=signing.env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        moved = int(done.stdout.split("moved ", 1)[1].split()[0])
+        return int(done.stdout.split("moved ", 1)[1].split()[0])
+
+    # when it is redriven, once it is there
+    wait_for(redrive, "a dead letter of tests.flaky to redrive", timeout=PATIENCE, interval=0)
     # then it runs a fourth time, and succeeds
     signing.wait(lambda: _ran(tag) == 4 and signing.idle(), "the redriven task to run")
     signing.collect()

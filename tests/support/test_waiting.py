@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from taskapp.sqs.deadletter import DeadLetter, send_dead_letter
 from tests.support.queues import prefixed_app
-from tests.support.waiting import result_or_whereabouts
+from tests.support.waiting import result_or_whereabouts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +60,13 @@ def test_a_dead_letter_of_the_task_is_reported_with_its_reason(nobody_reads: Any
     said = _gives_up(result, sqs, prefix)
     assert re.search(r"\n  default-dlq: 1 visible", said), said
     assert "reason=poison ValueError: body is [1, 2] (attempts 1" in said
+
+
+def test_wait_for_returns_the_first_truthy_value() -> None:
+    values = iter([0, [], "", "ready"])
+    assert wait_for(lambda: next(values), "a value", timeout=5, interval=0) == "ready"
+
+
+def test_wait_for_that_gives_up_names_what_it_waited_for() -> None:
+    with pytest.raises(AssertionError, match=r"waiting for the moon \(last: None\)"):
+        wait_for(lambda: None, "the moon", timeout=0.1, interval=0.02)

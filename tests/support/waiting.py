@@ -1,4 +1,7 @@
-"""Waiting for a task's result, and saying where its message is when the wait gives up.
+"""Waiting for a condition or a task's result, and saying what was awaited when the wait gives up.
+
+:func:`wait_for` is the one polling loop of the suite: it waits for a condition (never a fixed
+time), returns the first truthy value and, on timeout, fails with what it waited for.
 
 A bare ``AsyncResult.get(timeout=...)`` that times out says only "The operation timed out". On
 SQS that leaves every question open: did the message never arrive, is a worker holding it, is it
@@ -17,17 +20,35 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery.exceptions import TimeoutError as ResultTimeout
 
-__all__ = ["result_or_whereabouts", "whereabouts"]
+__all__ = ["result_or_whereabouts", "wait_for", "whereabouts"]
+
+T = TypeVar("T")
 
 COUNTS = {
     "ApproximateNumberOfMessages": "visible",
     "ApproximateNumberOfMessagesNotVisible": "in flight",
     "ApproximateNumberOfMessagesDelayed": "delayed",
 }
+
+
+def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy and return that; after ``timeout``
+    seconds fail with an ``AssertionError`` naming ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what} (last: {value!r})"
+            )
+        time.sleep(interval)
 
 
 def result_or_whereabouts(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from taskapp.db import engine
+from tests.support.waiting import wait_for
 
 
 def _in_child(work: object, timeout: float = 30) -> int:
@@ -21,15 +21,18 @@ def _in_child(work: object, timeout: float = 30) -> int:
             os._exit(0 if work() else 1)  # type: ignore[operator]
         except BaseException:
             os._exit(2)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def exited() -> tuple[int] | None:  # a tuple: exit status 0 is falsy
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"the forked child did not finish in {timeout} s")
+        return (os.waitstatus_to_exitcode(status),) if done else None
+
+    try:
+        (code,) = wait_for(exited, "the forked child to finish", timeout=timeout, interval=0.02)
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return code
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
