@@ -21,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from taskapp.aws.s3 import classify
 from taskapp.cleanup.purge import StepResult
 from taskapp.cleanup.rules import RuleError, StorageRule
 from taskapp.errors import RetryableError
@@ -30,8 +31,6 @@ __all__ = ["DELETE_BATCH", "apply_storage_rule", "list_objects", "delete_keys"]
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 1000
-_MISSING = {"404", "NoSuchKey", "NotFound"}
-_PERMANENT = {"NoSuchBucket", "AccessDenied", "InvalidBucketName", "AllAccessDisabled"}
 
 
 def apply_storage_rule(
@@ -126,19 +125,20 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, str] | None:
     try:
         return dict(s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}))
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _MISSING:
+        if classify(exc) == "missing":
             return None
         raise
 
 
 @contextmanager
 def _s3_errors(rule: StorageRule) -> Iterator[None]:
-    """S3 errors as our two kinds: a missing bucket or denied access will not fix itself."""
+    """S3 errors as our two kinds (:func:`taskapp.aws.s3.classify`): only throttling, S3's own
+    trouble and the network are retried; a missing bucket or denied access will not fix itself."""
     try:
         yield
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        if code in _PERMANENT:
+        if classify(exc) != "retryable":
             raise RuleError(rule.name, f"S3 refused: {code}") from exc
         raise RetryableError(f"storage rule {rule.name!r}: S3 error {code}") from exc
     except BotoCoreError as exc:

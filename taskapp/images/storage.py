@@ -11,6 +11,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from taskapp.aws.s3 import classify
 from taskapp.errors import PermanentError, TaskappError
 from taskapp.images.errors import SourceNotFound, SourceTooLarge, SourceUnavailable
 
@@ -18,8 +19,6 @@ __all__ = ["read_object", "put_object", "head_object", "translate"]
 
 #: Variants are content-addressed, so a URL's bytes never change: cache them for a year.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
-NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
-RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
 NETWORK_ERRORS = (ConnectionError, HTTPClientError, ResponseStreamingError)
 
 
@@ -27,14 +26,14 @@ def translate(exc: ClientError | Exception, what: str) -> TaskappError:
     """Our error for a failed S3 call on ``what`` (``s3://bucket/key``)."""
     if not isinstance(exc, ClientError):
         return SourceUnavailable(f"{what}: S3 unreachable ({type(exc).__name__})")
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
+    code = str(exc.response.get("Error", {}).get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if code == "NoSuchBucket":
         return PermanentError(f"{what}: the bucket does not exist")
-    if code in NOT_FOUND or status == 404:
+    kind = classify(exc)
+    if kind == "missing":
         return SourceNotFound(f"{what} does not exist")
-    if status >= 500 or code in RETRYABLE_CODES:
+    if kind == "retryable":
         return SourceUnavailable(f"{what}: S3 answered {status} {code}")
     return PermanentError(f"{what}: S3 refused the request ({status} {code})")
 

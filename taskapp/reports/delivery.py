@@ -10,15 +10,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import lru_cache
 from typing import IO, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config.settings import load_settings
 from taskapp.aws import client
+from taskapp.aws.s3 import classify
 from taskapp.errors import PermanentError, RetryableError
 
 __all__ = [
@@ -40,18 +38,6 @@ PREFIX = "reports/"
 #: Multipart part size (S3's minimum is 5 MiB for every part but the last).
 PART_SIZE = 8 * 1024 * 1024
 
-_RETRYABLE_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "503",
-    "500",
-}
-
 
 @contextmanager
 def s3_errors(action: str) -> Iterator[None]:
@@ -60,8 +46,7 @@ def s3_errors(action: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _RETRYABLE_CODES or status >= 500:
+        if classify(exc) == "retryable":
             raise RetryableError(f"S3 {action}: {code}") from exc
         raise PermanentError(f"S3 {action}: {code}") from exc
     except BotoCoreError as exc:  # connection refused, timeouts, closed connections
@@ -195,24 +180,13 @@ def delete_objects(keys: Sequence[str]) -> None:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
 
 
-@lru_cache(maxsize=4)
-def _signer(region: str, endpoint_url: str | None) -> Any:
-    # SigV4 explicitly: botocore may otherwise presign with SigV2 (no expiry cap, and refused
-    # by regions opened since 2014); SigV4 URLs carry X-Amz-Expires, at most 7 days.
-    return boto3.session.Session().client(
-        "s3",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(signature_version="s3v4"),
-    )
-
-
 def presigned_url(key: str, expires_in: int | None = None) -> str:
     """A GET URL for ``key`` valid ``expires_in`` seconds (default TASKAPP_REPORT_URL_EXPIRES)."""
     settings = load_settings()
     with s3_errors(f"presign {key}"):
         return str(
-            _signer(settings.region, settings.aws_endpoint_url).generate_presigned_url(
+            # SigV4 explicitly (the "presign" profile): URLs that carry their expiry.
+            client("s3", settings, profile="presign").generate_presigned_url(
                 "get_object",
                 Params={"Bucket": settings.bucket, "Key": key},
                 ExpiresIn=expires_in or settings.report_url_expires,

@@ -35,6 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from taskapp.aws.s3 import MISSING_CODES
 from taskapp.sqs.deadletter import UnacceptableMessage
 
 __all__ = [
@@ -62,8 +63,6 @@ IDEMPOTENCY_ATTRIBUTE = "TaskappIdempotency"
 
 # One path segment of plain characters after the prefix: what ``offloader`` writes (a UUID).
 _KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
-# S3 answers these for an object that is not there (NoSuchKey with s3:ListBucket, else 403).
-_MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 class ForeignPointer(UnacceptableMessage):
@@ -121,7 +120,7 @@ def fetch(s3: Any, pointer: tuple[str, str], max_bytes: int) -> str:
         resp = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING:
+        if code in MISSING_CODES:  # S3 says so only to s3:ListBucket; to others, 403
             raise MissingPayload(
                 f"claim-check object s3://{bucket}/{key} is gone ({code})"
             ) from exc
