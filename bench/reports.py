@@ -61,8 +61,8 @@ def setup(kind: str, size: int, tmp: str) -> None:
 
     from taskapp import db
     from taskapp.aws import client
+    from taskapp.aws.s3 import ensure_bucket
     from taskapp.sample import seed
-    from taskapp.sqs.provision import ensure_bucket
 
     ensure_bucket(client("s3"), BUCKET)
     if kind == "sqlite":

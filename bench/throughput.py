@@ -313,8 +313,9 @@ class Taskapp(Contender):
         from config.settings import load_settings
         from taskapp.app import app
         from taskapp.aws import client
+        from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.provision import app_specs, ensure_bucket, provision
+        from taskapp.sqs.admin.provision import app_specs, provision
 
         settings = load_settings()
         upgrade(settings.database_url.get_secret_value())
@@ -369,7 +370,7 @@ class TaskappLean(Taskapp):
         from config.settings import load_settings
         from taskapp.app import app
         from taskapp.aws import client
-        from taskapp.sqs.provision import app_specs, provision
+        from taskapp.sqs.admin.provision import app_specs, provision
 
         settings = load_settings().model_copy(update={"queue_prefix": "btl-"})
         provision(client("sqs", settings), settings, app_specs(app))

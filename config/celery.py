@@ -23,10 +23,11 @@ except SettingError as exc:
     raise SystemExit(2) from exc
 
 # The transport subclass keeps the "sqs://" URL (boto3 resolves endpoint and credentials) and
-# adds the redelivery fixes described in taskapp/sqs/transport.py, plus events and remote control
-# over SNS fan-out (Flower, celery inspect/control) described in taskapp/sqs/monitoring.py.
+# adds the delivery fixes described in taskapp/sqs/delivery.py, plus events and remote control
+# over SNS fan-out (Flower, celery inspect/control) described in taskapp/sqs/monitoring.py;
+# taskapp/sqs/transport.py lists what its channel is made of.
 broker_url = "sqs://"
-broker_transport = "taskapp.sqs.monitoring:Transport"
+broker_transport = "taskapp.sqs.transport:Transport"
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "region": settings.region,
@@ -58,7 +59,7 @@ broker_transport_options = {
 # Share of tasks whose events reach monitoring; worker heartbeats are always sent.
 broker_transport_options["event_sample_rate"] = settings.event_sample_rate
 if settings.predefined_queues:
-    from taskapp.sqs.provision import predefined_queues
+    from taskapp.sqs.admin.provision import predefined_queues
 
     broker_transport_options["predefined_queues"] = predefined_queues(settings)
 if settings.sts_role_arn:

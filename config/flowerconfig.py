@@ -4,7 +4,7 @@ Flower is started the way Celery users start it, ``celery -A taskapp flower [opt
 importing ``taskapp`` hooks Flower (``taskapp/flower_setup.py``) so that, once Flower has parsed
 its command line, environment (``FLOWER_*``) and any ``--conf`` file, each option below that none
 of them set takes the value here. The hook also adds what Flower lacks for SQS
-(``taskapp/sqs/flower_broker.py``: the Broker page and ``/api/queues/length`` with visible,
+(``taskapp/sqs/admin/flower_broker.py``: the Broker page and ``/api/queues/length`` with visible,
 in-flight and delayed counts of every queue and its DLQ) and the authentication guard.
 
 Why a dict and not Flower's usual module-level option names: Flower applies a ``--conf`` file

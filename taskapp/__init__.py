@@ -3,7 +3,7 @@
 from taskapp.app import app
 from taskapp.flower_setup import hook_flower
 from taskapp.logs import hook_logs
-from taskapp.sqs.batch import enqueue_many
+from taskapp.sqs.enqueue import enqueue_many
 
 __all__ = ["app", "enqueue_many"]
 

@@ -96,9 +96,11 @@ def _with_setup(init: Any) -> Any:
         import flower.urls
         from flower.options import default_options
 
-        from taskapp.sqs.flower_broker import install
+        from taskapp.preflight import check_flower
+        from taskapp.sqs.admin.flower_broker import install
 
         apply_defaults(default_options if options is None else options)
+        check_flower()  # a schema at the Alembic heads, else exit 2 (taskapp/preflight.py)
         warn_placeholder_password(default_options if options is None else options)
         install()
         protect_metrics()

@@ -22,7 +22,8 @@ import tests.tasks  # noqa: E402,F401  (tasks used only by tests)
 from config.settings import Settings, load_settings  # noqa: E402
 from taskapp.app import app as celery_app  # noqa: E402
 from taskapp.aws import client  # noqa: E402
-from taskapp.sqs.provision import app_specs, ensure_bucket, provision  # noqa: E402
+from taskapp.aws.s3 import ensure_bucket  # noqa: E402
+from taskapp.sqs.admin.provision import app_specs, provision  # noqa: E402
 from tests.support.databases import postgres_database  # noqa: E402
 
 

@@ -85,12 +85,12 @@ def _resolve(rule: SweeperRule) -> Any:
 def sweep_monitoring_queues(dry_run: bool) -> int | None:
     """Sweeper: per-process monitoring queues and subscriptions left by crashed processes.
 
-    Adapts ``taskapp.sqs.sweep.sweep_stale`` (a live process renews its queues' lease
+    Adapts ``taskapp.sqs.admin.sweep.sweep_stale`` (a live process renews its queues' lease
     every minute, so only dead ones go). It has no dry run: dry, this returns ``None``.
     """
     if dry_run:
         return None
-    from taskapp.sqs.sweep import sweep_stale
+    from taskapp.sqs.admin.sweep import sweep_stale
 
     try:
         report = sweep_stale(load_settings())

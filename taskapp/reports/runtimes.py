@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import load_settings
 from taskapp import db
 
-__all__ = ["task_runs", "on_prerun", "on_postrun", "connect"]
+__all__ = ["task_runs", "on_prerun", "on_postrun"]
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,3 @@ def on_postrun(
     except SQLAlchemyError as exc:
         # Bookkeeping for a report must not turn a finished task into a failed one.
         log.warning("task runtime not recorded task_id=%s error=%s", task_id, type(exc).__name__)
-
-
-def connect() -> None:
-    """Connect the recorder to Celery's task signals (idempotent)."""
-    from celery import signals
-
-    signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid="reports.runtime.prerun")
-    signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid="reports.runtime.postrun")

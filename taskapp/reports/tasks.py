@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from celery import chord
+from celery import chord, signals
 
 from config.settings import load_settings
 from taskapp.app import app
@@ -20,7 +20,11 @@ from taskapp.retry import retry_policy
 
 __all__ = ["generate_report", "generate_part", "merge_report"]
 
-runtimes.connect()
+# The recorder is a service (no Celery); connecting it to Celery's task signals is the edge's job.
+signals.task_prerun.connect(runtimes.on_prerun, weak=False, dispatch_uid="reports.runtime.prerun")
+signals.task_postrun.connect(
+    runtimes.on_postrun, weak=False, dispatch_uid="reports.runtime.postrun"
+)
 
 
 def _progress(task: Any, task_id: str | None = None) -> service.Progress:

@@ -21,10 +21,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps
 from celery.worker import state as worker_state
 
+from taskapp.aws.sqs import BATCH
+
 __all__ = ["VisibilityHeartbeat", "change_visibility"]
 
 logger = logging.getLogger(__name__)
-BATCH = 10
 
 
 def _held(requests: Iterable[Any]) -> dict[str, list[tuple[Any, str]]]:

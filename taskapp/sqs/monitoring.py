@@ -1,8 +1,8 @@
 """Monitoring over SQS: Celery events and remote control through SNS fan-out.
 
-Selected with ``broker_transport = "taskapp.sqs.monitoring:Transport"`` (``config/celery.py``).
-It extends :mod:`taskapp.sqs.transport` (which it subclasses) so that Flower, ``celery events``,
-``celery inspect`` and ``celery control`` work against workers on SQS.
+The channel side of :mod:`taskapp.sqs.transport` (the transport ``config/celery.py`` selects)
+that makes Flower, ``celery events``, ``celery inspect`` and ``celery control`` work against
+workers on SQS.
 
 Why nothing works on stock kombu/celery
 ---------------------------------------
@@ -28,21 +28,11 @@ What this module changes (kombu 5.7 already ships SNS-backed fan-out: ``supports
    sends its reply straight to that queue (never creating it: a caller that gave up has
    deleted it, and the reply is dropped).
 4. Per-process queues (event receivers, remote-control mailboxes, reply queues) are
-   *ephemeral*: named ``<prefix>mon-{ev,ctl,re}-<random>``, tagged with their owner, created
-   with a 5-minute retention, never given a redrive policy, and deleted together with their SNS
-   subscriptions when they are deleted by kombu or when the process exits cleanly
-   (``atexit``). A fresh random name per declaration matters on AWS, which refuses to re-create
-   a deleted queue's name for 60 seconds. While a process consumes from one, it refreshes a
-   ``taskapp:lease`` tag (at most once a minute); ``taskapp.sqs.sweep.sweep_stale`` deletes
-   those whose lease ran out (crashed processes).
+   *ephemeral*: named, created, leased and deleted as :mod:`taskapp.sqs.ephemeral` describes.
+   Their no-ack messages are deleted with the blocking client (the async one needs an event
+   loop that Flower and ``celery inspect`` lack).
 5. Task events can be sampled (``event_sample_rate`` transport option, from
-   ``TASKAPP_EVENT_SAMPLE_RATE``): a task's events are all kept or all dropped, decided by a
-   hash of its id, so every process agrees. Worker events (heartbeats) are always sent.
-6. kombu defects worked around here: ``_delete`` evicts the queue-URL cache under the SQS name
-   (kombu pops the kombu name, so the next declare on the connection reuses a dead URL); a
-   closed channel's pending poll on a shared event loop no longer kills the worker
-   (``_loop1`` on a closed channel); no-ack messages of ephemeral queues are deleted with the
-   blocking client (the async one needs an event loop that Flower and ``celery inspect`` lack).
+   ``TASKAPP_EVENT_SAMPLE_RATE``): see :mod:`taskapp.sqs.sampling`.
 
 Production (``TASKAPP_PREDEFINED_QUEUES``): work queues stay predefined; ephemeral queues are
 always created by this module, so the role needs ``sqs:CreateQueue``, ``DeleteQueue``,
@@ -53,161 +43,47 @@ always created by this module, so the role needs ``sqs:CreateQueue``, ``DeleteQu
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
-import secrets
 import socket
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 from kombu.log import get_logger
+from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
 from kombu.transport.virtual.exchange import DirectExchange, TopicExchange
 
-from taskapp.sqs import transport
+from taskapp.aws import config
+from taskapp.aws.sqs import queue_is_missing
+from taskapp.sqs.ephemeral import (
+    EPHEMERA,
+    EPHEMERAL_INFIX,
+    EPHEMERAL_RETENTION,
+    LEASE_INTERVAL,
+    LEASE_TAG,
+    REPLY_WAIT_SECONDS,
+    Owned,
+    delete_owned,
+    ephemeral_kind,
+)
+from taskapp.sqs.sampling import json_body, sample_task_events
 
-__all__ = [
-    "Channel",
-    "Transport",
-    "EPHEMERAL_INFIX",
-    "LEASE_TAG",
-    "ephemeral_kind",
-    "keeps_task_event",
-    "queue_is_missing",
-    "QUICK_CALLS",
-]
+if TYPE_CHECKING:
+    _ChannelBase = SQS.Channel
+else:
+    _ChannelBase = object
+
+__all__ = ["MonitoringChannel", "PidboxReplyExchange", "SNS_TOPIC_EXCHANGES", "SnsTopicExchange"]
 
 logger = get_logger(__name__)
 
-#: Every per-process queue is named ``<prefix>mon-<kind>-<token>``.
-EPHEMERAL_INFIX = "mon-"
-KINDS = {"events": "ev", "control": "ctl", "reply": "re"}
-LEASE_TAG = "taskapp:lease"
-#: Seconds between two lease refreshes of a queue being consumed.
-LEASE_INTERVAL = 60
-#: Events and control messages are worthless after minutes; SQS's minimum is 60 s.
-EPHEMERAL_RETENTION = 300
-#: Long-poll wait of a reply queue: short, because ``celery inspect`` waits about a second.
-REPLY_WAIT_SECONDS = 1
 #: Topic exchanges whose bindings are SNS subscriptions (Celery's event exchange).
 SNS_TOPIC_EXCHANGES = ("celeryev",)
 
-_REPLY_QUEUE = re.compile(r"^[0-9a-f-]{36}\.reply\.[^.]+\.pidbox$")  # kombu Mailbox.get_reply_queue
-_CONTROL_QUEUE = re.compile(r"^.+@.+\.[^.@]+\.pidbox$")  # kombu Mailbox.get_queue(hostname)
-_EVENT_QUEUE = re.compile(r"^celeryev\.[0-9a-f-]{36}$")  # celery EventReceiver
 _REPLY_EXCHANGE = re.compile(r"^reply\.[^.]+\.pidbox$")
-_QUEUE_MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
-# Cleanup at exit and in the sweeper must not hang on an endpoint that is gone.
-QUICK_CALLS = Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2})
-
-
-def ephemeral_kind(kombu_name: str) -> str | None:
-    """``events``, ``control`` or ``reply`` for a per-process kombu queue name, else None."""
-    if _EVENT_QUEUE.match(kombu_name):
-        return "events"
-    if _REPLY_QUEUE.match(kombu_name):
-        return "reply"
-    if _CONTROL_QUEUE.match(kombu_name):
-        return "control"
-    return None
-
-
-def keeps_task_event(task_id: str | None, rate: float) -> bool:
-    """Whether task ``task_id``'s events are sent at sample ``rate`` (every process agrees)."""
-    if rate >= 1:
-        return True
-    if rate <= 0 or not task_id:
-        return False
-    digits = task_id.replace("-", "")[:8]
-    try:
-        return int(digits, 16) / 0xFFFFFFFF < rate
-    except ValueError:
-        return True
-
-
-def queue_is_missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in _QUEUE_MISSING
-
-
-@dataclass
-class _Owned:
-    """An ephemeral queue created by this process."""
-
-    url: str
-    pid: int
-    subscriptions: list[str] = field(default_factory=list)
-
-
-class _Ephemera:
-    """Per-process names of ephemeral queues, and the ones this process must delete."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.names: dict[tuple[str, str], str] = {}  # (env prefix, kombu name) -> SQS name
-        self.owned: dict[str, _Owned] = {}  # SQS name -> queue this process created
-        self.touched: dict[str, float] = {}  # SQS name -> last lease refresh
-        self.clients: tuple[Any, Any] | None = None  # (sqs, sns) for the exit cleanup
-
-    def name(self, prefix: str, kombu_name: str, kind: str) -> str:
-        with self._lock:
-            key = (prefix, kombu_name)
-            if key not in self.names:
-                token = secrets.token_hex(8)
-                self.names[key] = f"{prefix}{EPHEMERAL_INFIX}{KINDS[kind]}-{token}"
-            return self.names[key]
-
-    def forget(self, sqs_name: str) -> _Owned | None:
-        with self._lock:
-            for key in [k for k, v in self.names.items() if v == sqs_name]:
-                del self.names[key]
-            self.touched.pop(sqs_name, None)
-            return self.owned.pop(sqs_name, None)
-
-    def release_all(self) -> None:
-        """Delete what this process created (``atexit``): subscriptions first, then queues."""
-        with self._lock:
-            mine = {n: o for n, o in self.owned.items() if o.pid == os.getpid()}
-            self.owned.clear()
-        if not mine or self.clients is None:
-            return
-        sqs, sns = self.clients
-        try:
-            for name, owned in mine.items():
-                _delete_owned(sqs, lambda: sns, name, owned)
-        except EndpointConnectionError:
-            # The endpoint is gone (a local emulator stopped first): sweep_stale cleans up.
-            logger.info("monitoring queues left for the sweeper: endpoint unreachable")
-
-
-def _delete_owned(sqs: Any, sns: Callable[[], Any], name: str, owned: _Owned) -> None:
-    """Unsubscribe and delete one ephemeral queue; raise only if the endpoint is unreachable."""
-    for arn in owned.subscriptions:
-        try:
-            sns().unsubscribe(SubscriptionArn=arn)
-        except EndpointConnectionError:
-            raise
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning("could not unsubscribe %s: %s", arn, exc)
-    try:
-        sqs.delete_queue(QueueUrl=owned.url)
-    except EndpointConnectionError:
-        raise
-    except ClientError as exc:
-        if not queue_is_missing(exc):
-            logger.warning("could not delete queue %s: %s", name, exc)
-    except BotoCoreError as exc:
-        logger.warning("could not delete queue %s: %s", name, exc)
-
-
-EPHEMERA = _Ephemera()
-atexit.register(EPHEMERA.release_all)
 
 
 class SnsTopicExchange(TopicExchange):
@@ -221,7 +97,8 @@ class SnsTopicExchange(TopicExchange):
 
 
 class PidboxReplyExchange(DirectExchange):
-    """Sends a remote-control reply to the queue named by its routing key (see :class:`Channel`)."""
+    """Sends a remote-control reply to the queue named by its routing key (see
+    :class:`MonitoringChannel`)."""
 
     type = "pidbox-reply"
 
@@ -232,11 +109,11 @@ class PidboxReplyExchange(DirectExchange):
         self.channel._put_reply(routing_key, message, **kwargs)
 
 
-class Channel(transport.Channel):
-    """SQS channel with SNS-backed events and remote control, and ephemeral monitoring queues."""
+class MonitoringChannel(_ChannelBase):
+    """Channel mixin: SNS-backed events and remote control, and ephemeral monitoring queues."""
 
     exchange_types = {
-        **transport.Channel.exchange_types,
+        **SQS.Channel.exchange_types,
         "topic": SnsTopicExchange,
         PidboxReplyExchange.type: PidboxReplyExchange,
     }
@@ -281,7 +158,7 @@ class Channel(transport.Channel):
         if queue is None:
             return None
         if self._is_ephemeral_sqs_name(queue) or ephemeral_kind(queue):
-            return self.canonical_queue_name(queue)
+            return self.canonical_queue_name(queue)  # type: ignore[no-any-return]
         return None
 
     # -- ephemeral queues live outside predefined_queues ----------------------------------------
@@ -329,51 +206,34 @@ class Channel(transport.Channel):
                 self._cleanup_client("sqs"),
                 self._cleanup_client("sns"),
             )
-        EPHEMERA.owned[name] = _Owned(url, os.getpid())
+        EPHEMERA.owned[name] = Owned(url, os.getpid())
         EPHEMERA.touched[name] = time.time()
 
     def _cleanup_client(self, service: str) -> Any:
+        # Cleanup at exit must not hang on an endpoint that is gone.
         return self._new_boto_client(
             service=service,  # type: ignore[arg-type]
             region=self.region,
             access_key_id=self.conninfo.userid,
             secret_access_key=self.conninfo.password,
-            config=QUICK_CALLS,
+            config=config("quick"),
         )
 
     def _delete(self, queue, exchange=None, *args, **kwargs):  # type: ignore[no-untyped-def]
         name = self._ephemeral(queue)
         if name is None:
             super()._delete(queue, exchange, *args, **kwargs)
-            # kombu evicts the kombu name; the cache is keyed by the SQS name.
-            self._queue_cache.pop(self.canonical_queue_name(queue), None)
             return
         url = self._queue_cache.pop(name, None)
         owned = EPHEMERA.forget(name)
         if owned is None and url is None:
             return
-        owned = owned or _Owned(url or "", os.getpid())
+        owned = owned or Owned(url or "", os.getpid())
         if exchange and self._exchange_is_fanout(exchange):
             self.fanout.subscriptions._subscription_arn_cache.pop(f"{exchange}:{queue}", None)
-        _delete_owned(self.sqs(), self.fanout.get_client, name, owned)
+        delete_owned(self.sqs(), self.fanout.get_client, name, owned)
 
-    # -- consuming ------------------------------------------------------------------------------
-    def basic_consume(self, queue, no_ack, callback, consumer_tag, *args, **kwargs):  # type: ignore[no-untyped-def]
-        name = self._ephemeral(queue)
-        if name is not None:
-            try:
-                exchange = self._get_exchange_for_queue(queue)
-            except UndefinedQueueException:
-                exchange = None
-            if exchange and self._exchange_is_fanout(exchange):
-                arn = self.fanout.subscriptions.subscribe_queue(
-                    queue_name=queue, exchange_name=exchange
-                )
-                owned = EPHEMERA.owned.get(name)
-                if owned is not None and arn not in owned.subscriptions:
-                    owned.subscriptions.append(arn)
-        return super().basic_consume(queue, no_ack, callback, consumer_tag, *args, **kwargs)
-
+    # -- consuming (ephemeral queues: leases, short reply polls, blocking deletes) ---------------
     def _receive_message(self, queue, *args, **kwargs):  # type: ignore[no-untyped-def]
         self._touch(queue)
         if ephemeral_kind(queue) == "reply":
@@ -401,6 +261,8 @@ class Channel(transport.Channel):
             logger.warning("could not refresh the lease of %s: %s", name, exc)
 
     def _delete_message(self, queue_name, message):  # type: ignore[no-untyped-def]
+        # kombu deletes a no-ack message with its async client, which needs an event loop that
+        # Flower and `celery inspect` lack: the blocking client works everywhere.
         if self._ephemeral(queue_name) is None:
             return super()._delete_message(queue_name, message)
         try:
@@ -409,22 +271,23 @@ class Channel(transport.Channel):
             )
         except ClientError as exc:
             logger.debug("could not delete a message of %s: %s", queue_name, exc)
+        return None
 
-    # -- a closed channel's late poll must not kill a shared event loop -------------------------
-    def _loop1(self, queue, messages_fetched=None):  # type: ignore[no-untyped-def]
-        if self.closed or self.connection is None:
-            return None
-        return super()._loop1(queue, messages_fetched)
-
-    def _schedule_queue(self, queue):  # type: ignore[no-untyped-def]
-        if self.closed or self.connection is None:
-            return None
-        return super()._schedule_queue(queue)
-
-    def _on_messages_ready(self, queue, qname, messages):  # type: ignore[no-untyped-def]
-        if self.closed or self.connection is None:
-            return 0
-        return super()._on_messages_ready(queue, qname, messages)
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = self._ephemeral(queue)
+        if name is not None:
+            try:
+                exchange = self._get_exchange_for_queue(queue)
+            except UndefinedQueueException:
+                exchange = None
+            if exchange and self._exchange_is_fanout(exchange):
+                arn = self.fanout.subscriptions.subscribe_queue(
+                    queue_name=queue, exchange_name=exchange
+                )
+                owned = EPHEMERA.owned.get(name)
+                if owned is not None and arn not in owned.subscriptions:
+                    owned.subscriptions.append(arn)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, *args, **kwargs)
 
     # -- publishing -----------------------------------------------------------------------------
     def basic_publish(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
@@ -437,23 +300,11 @@ class Channel(transport.Channel):
 
     def _sample_task_events(self, message: dict[str, Any]) -> bool:
         """Drop unsampled task events from ``message``; False if none is left to send."""
-        rate = self.event_sample_rate
-        if rate >= 1:
-            return True
-        body = _json_body(message)
-        if body is None:
-            return True
-        events = body if isinstance(body, list) else [body]
-        kept = [e for e in events if keeps_task_event(e.get("uuid"), rate)]
-        if not kept:
-            return False
-        if len(kept) != len(events):
-            message["body"] = json.dumps(kept)
-        return True
+        return sample_task_events(message, self.event_sample_rate)
 
     def _address_reply(self, message: dict[str, Any]) -> None:
         """Point a remote-control request's ``reply_to`` at this process's reply queue by name."""
-        body = _json_body(message)
+        body = json_body(message)
         reply_to = body.get("reply_to") if isinstance(body, dict) else None
         if not reply_to or not _REPLY_EXCHANGE.match(reply_to.get("exchange") or ""):
             return
@@ -478,23 +329,3 @@ class Channel(transport.Channel):
                 raise
             self._queue_cache.pop(queue, None)
             logger.debug("reply queue %s is gone, reply dropped", queue)
-
-
-def _json_body(message: dict[str, Any]) -> Any:
-    if message.get("content-type") != "application/json":
-        return None
-    body = message.get("body")
-    try:
-        return json.loads(body) if isinstance(body, str | bytes) else None
-    except ValueError:
-        return None
-
-
-class Transport(transport.Transport):
-    """taskapp's SQS transport with SNS-backed ``fanout`` and ``topic`` exchanges."""
-
-    Channel = Channel
-
-    implements = transport.Transport.implements.extend(
-        exchange_type=frozenset(["direct", "topic", "fanout"]),
-    )

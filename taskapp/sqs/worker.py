@@ -13,7 +13,7 @@ and rejects an unknown one into an endless redelivery loop (kombu#1761, kombu#24
   wrong shape, a task strategy that raises, e.g. a signature check) is "Unrecoverable error" and
   the worker exits. ``Consumer`` catches everything there: an ``UnacceptableMessage`` is
   dead-lettered with its reason, anything else with ``poison``. So are the transport's
-  refusals (``taskapp/sqs/transport.py``): messages that could not even be read. One refusal is
+  refusals (``taskapp/sqs/delivery.py``): messages that could not even be read. One refusal is
   not an error: a duplicate of a claim-checked message that already completed finds its S3
   object deleted; its idempotency record answers it, and it is acknowledged.
 
@@ -46,8 +46,8 @@ from vine import promise
 
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_letter
+from taskapp.sqs.delivery import receive_count, refusal_of
 from taskapp.sqs.shape import check_task_message
-from taskapp.sqs.transport import receive_count, refusal_of
 
 __all__ = ["Request", "Consumer", "classify", "dead_letter_message"]
 

@@ -75,7 +75,8 @@ def _with(settings: Any, **changes: Any) -> Any:
 
 def setup_queues(app: Any, sqs: Any, s3: Any, settings: Any, prefix: str) -> FuzzQueues:
     """Provision ``prefix``'s queues (short redrive, short visibility), buckets and run table."""
-    from taskapp.sqs.provision import app_specs, ensure_bucket, provision
+    from taskapp.aws.s3 import ensure_bucket
+    from taskapp.sqs.admin.provision import app_specs, provision
 
     provision(sqs, _with(settings, queue_prefix=prefix, max_receives=MAX_RECEIVES), app_specs(app))
     url = sqs.get_queue_url(QueueName=prefix + QUEUE)["QueueUrl"]
@@ -226,7 +227,7 @@ def _drain(sqs: Any, url: str, expect: int, timeout: float = 30) -> list[dict[st
 
 def wire_templates(app: Any, sqs: Any, probe_prefix: str) -> dict[str, dict[str, Any]]:
     """Envelopes of ``app.send_task`` as received from SQS, protocol 2 and protocol 1."""
-    from taskapp.sqs.provision import app_specs, provision
+    from taskapp.sqs.admin.provision import app_specs, provision
 
     settings = _settings()
     provision(sqs, _with(settings, queue_prefix=probe_prefix), app_specs(app))

@@ -16,8 +16,8 @@ from config.settings import Settings
 from taskapp.app import app
 from taskapp.cli import main
 from taskapp.queues import dlq_name
+from taskapp.sqs.admin.redrive import redrive
 from taskapp.sqs.deadletter import DeadLetter, send_dead_letter
-from taskapp.sqs.redrive import redrive
 
 pytestmark = pytest.mark.integration
 

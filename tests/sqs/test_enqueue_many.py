@@ -16,7 +16,8 @@ from celery.result import AsyncResult
 
 from config.settings import Settings
 from taskapp import enqueue_many
-from taskapp.sqs.batch import BATCH_BYTES, EnqueueError, _Entry, _send
+from taskapp.aws.sqs import MAX_MESSAGE_BYTES as BATCH_BYTES
+from taskapp.sqs.enqueue import EnqueueError, _Entry, _send
 from tests.support.queues import drain, prefixed_app, queue_url
 from tests.support.waiting import result_or_whereabouts
 from tests.tasks import add, digest

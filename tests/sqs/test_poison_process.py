@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
+from taskapp.sqs.admin.provision import app_specs, provision
 from taskapp.sqs.deadletter import read_reason
-from taskapp.sqs.provision import app_specs, provision
 from tests.integration.processes import worker_process
 from tests.sqs.hostile import (
     JPEG,

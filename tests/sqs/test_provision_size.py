@@ -8,8 +8,8 @@ import pytest
 
 from config.settings import Settings
 from taskapp.queues import route_task
+from taskapp.sqs.admin.provision import app_specs, provision
 from taskapp.sqs.claimcheck import POINTER_CLASS
-from taskapp.sqs.provision import app_specs, provision
 from tests.support.queues import drain, prefixed_app
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from taskapp.sqs.admin.redrive import BATCH_MAX_BYTES, BATCH_MAX_ENTRIES, batches_by_size
 from taskapp.sqs.claimcheck import message_size
-from taskapp.sqs.redrive import BATCH_MAX_BYTES, BATCH_MAX_ENTRIES, batches_by_size
 
 #: A small limit, so generated bodies cross it without building megabytes.
 LIMIT = 300

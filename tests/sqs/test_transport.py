@@ -25,15 +25,12 @@ from kombu.transport import SQS
 from config.settings import Settings
 from taskapp.app import app
 from taskapp.aws import client
-from taskapp.sqs import monitoring
-from taskapp.sqs.monitoring import (
-    LEASE_TAG,
-    SNS_TOPIC_EXCHANGES,
-    Transport,
-    ephemeral_kind,
-    keeps_task_event,
-)
-from taskapp.sqs.sweep import sweep_stale
+from taskapp.sqs import ephemeral
+from taskapp.sqs.admin.sweep import sweep_stale
+from taskapp.sqs.ephemeral import LEASE_TAG, ephemeral_kind
+from taskapp.sqs.monitoring import SNS_TOPIC_EXCHANGES
+from taskapp.sqs.sampling import keeps_task_event
+from taskapp.sqs.transport import Transport
 
 
 @pytest.fixture
@@ -47,7 +44,7 @@ def test_celery_starts_remote_control_on_this_transport(connection: Any) -> None
     # given a worker consumer on our transport
     consumer = SimpleNamespace(app=app, conninfo=connection)
     # then Celery's Control bootstep (remote control) is included
-    assert connection.transport_cls == "taskapp.sqs.monitoring:Transport"
+    assert connection.transport_cls == "taskapp.sqs.transport:Transport"
     assert Control.include_if(Control.__new__(Control), consumer)
     assert {"direct", "topic", "fanout"} <= Transport.implements.exchange_type
 
@@ -74,7 +71,7 @@ def test_events_and_mailboxes_use_names_the_transport_recognises(connection: Any
         ("_loop1", ["queue", "messages_fetched"]),
         ("_schedule_queue", ["queue"]),
         ("_on_messages_ready", ["queue", "qname", "messages"]),
-        # the receive path taskapp/sqs/transport.py re-implements so that nothing raises there
+        # the receive path taskapp/sqs/delivery.py re-implements so that nothing raises there
         ("_message_to_python", ["message", "queue_name", "q_url"]),
         ("_messages_to_python", ["messages", "queue"]),
         ("_get", ["queue"]),
@@ -117,7 +114,7 @@ def test_flower_dispatch_answers_sqs_with_our_broker() -> None:
     import flower.utils.broker
     import flower.views
 
-    from taskapp.sqs.flower_broker import SQSBroker, install
+    from taskapp.sqs.admin.flower_broker import SQSBroker, install
 
     install()
     with app.connection() as conn:
@@ -171,7 +168,7 @@ def test_an_ephemeral_queue_is_tagged_named_afresh_and_deleted_with_its_subscrip
     sqs_name = channel.canonical_queue_name(queue.name)
     url = sqs.get_queue_url(QueueName=sqs_name)["QueueUrl"]
     tags = sqs.list_queue_tags(QueueUrl=url)["Tags"]
-    subs = monitoring.EPHEMERA.owned[sqs_name].subscriptions
+    subs = ephemeral.EPHEMERA.owned[sqs_name].subscriptions
     # when kombu deletes it
     channel.basic_cancel("tag")
     queue.delete()
@@ -195,7 +192,7 @@ def test_ephemeral_queues_work_when_work_queues_are_predefined(
     # given production mode: kombu may not list, create or delete the work queues
     from kombu.transport.SQS.exceptions import UndefinedQueueException
 
-    from taskapp.sqs.provision import predefined_queues
+    from taskapp.sqs.admin.provision import predefined_queues
 
     options = {"predefined_queues": predefined_queues(settings)}
     with app.connection_for_write(transport_options=options) as conn:

@@ -13,7 +13,7 @@ DeleteMessage. An entry SQS refuses, or a call that fails, is logged and retried
 next flush; if that fails too SQS redelivers the message after its visibility timeout
 (at-least-once; idempotency keys absorb the duplicate).
 
-A claim-checked message (body in S3) is still deleted synchronously: ``taskapp.sqs.transport``
+A claim-checked message (body in S3) is still deleted synchronously: ``taskapp.sqs.delivery``
 deletes its S3 object right after ``basic_ack`` returns, and the object must outlive the
 message, or a failed delete would leave a redelivered pointer to nothing.
 """
@@ -34,14 +34,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kombu.log import get_logger
 from kombu.transport import SQS
 
+from taskapp.aws.sqs import BATCH
 from taskapp.sqs.claimcheck import pointer_of
 
-__all__ = ["AckBatchMixin", "AckBatcher", "BATCH", "DEFAULT_ACK_FLUSH_INTERVAL"]
+__all__ = ["AckBatchMixin", "AckBatcher", "DEFAULT_ACK_FLUSH_INTERVAL"]
 
 logger = get_logger(__name__)
 
-#: SQS deletes at most 10 messages per DeleteMessageBatch.
-BATCH = 10
 #: Longest wait, in seconds, between an ack and its DeleteMessageBatch.
 DEFAULT_ACK_FLUSH_INTERVAL = 0.1
 #: Seconds a closing channel waits for the flusher's in-flight call.

@@ -1,9 +1,9 @@
 """Dead-letter queues: depths, a non-consuming look inside, and purge.
 
-Every work queue ``<q>`` has a DLQ ``<q>-dlq`` (``taskapp.sqs.provision``). A message lands
+Every work queue ``<q>`` has a DLQ ``<q>-dlq`` (``taskapp.sqs.admin.provision``). A message lands
 there either through the queue's RedrivePolicy (``maxReceiveCount`` receives) or through
 :func:`taskapp.sqs.deadletter.send_dead_letter`, which attaches why (``read_reason``).
-Moving dead letters back is :mod:`taskapp.sqs.redrive`.
+Moving dead letters back is :mod:`taskapp.sqs.admin.redrive`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config.settings import Settings
+from taskapp.aws.sqs import BATCH, queue_depth
 from taskapp.queues import dlq_name, is_dlq, source_of
 from taskapp.sqs.deadletter import read_reason
 
@@ -32,11 +33,6 @@ __all__ = [
     "release",
 ]
 
-_DEPTH = {
-    "visible": "ApproximateNumberOfMessages",
-    "in_flight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
 #: Seconds a batch being looked at stays invisible (released right after the look).
 PEEK_VISIBILITY = 30
 
@@ -65,9 +61,8 @@ def list_dlqs(sqs: Any, settings: Settings) -> list[DlqDepth]:
         name = url.rsplit("/", 1)[-1].removeprefix(settings.queue_prefix)
         if not is_dlq(name):
             continue
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(_DEPTH.values()))
-        counts = {k: int(attrs["Attributes"].get(a, 0)) for k, a in _DEPTH.items()}
-        rows.append(DlqDepth(name, source_of(name), **counts))
+        depth = queue_depth(sqs, url)
+        rows.append(DlqDepth(name, source_of(name), depth.visible, depth.in_flight, depth.delayed))
     return rows
 
 
@@ -143,7 +138,7 @@ def receive(sqs: Any, url: str, visibility: int, wait: int = 0) -> list[dict[str
     """Up to 10 messages of ``url`` with every attribute, hidden for ``visibility`` seconds."""
     resp = sqs.receive_message(
         QueueUrl=url,
-        MaxNumberOfMessages=10,
+        MaxNumberOfMessages=BATCH,
         VisibilityTimeout=visibility,
         WaitTimeSeconds=wait,
         MessageAttributeNames=["All"],
@@ -154,8 +149,8 @@ def receive(sqs: Any, url: str, visibility: int, wait: int = 0) -> list[dict[str
 
 def release(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
     """Make received ``messages`` visible again right away (visibility 0)."""
-    for start in range(0, len(messages), 10):
-        chunk = messages[start : start + 10]
+    for start in range(0, len(messages), BATCH):
+        chunk = messages[start : start + BATCH]
         sqs.change_message_visibility_batch(
             QueueUrl=url,
             Entries=[
@@ -189,7 +184,6 @@ def peek(sqs: Any, settings: Settings, queue: str, limit: int = 50) -> list[Dead
 def purge(sqs: Any, settings: Settings, queue: str) -> int:
     """Delete every message of ``queue``'s DLQ; return how many there were (approximately)."""
     url = queue_url(sqs, settings, dlq_name(queue))
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(_DEPTH.values()))
-    count = sum(int(v) for v in attrs["Attributes"].values())
+    count = queue_depth(sqs, url).total
     sqs.purge_queue(QueueUrl=url)
     return count

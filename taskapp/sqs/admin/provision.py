@@ -21,6 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config.settings import SettingError, Settings
+from taskapp.aws.sqs import MAX_MESSAGE_BYTES, queue_depth, queue_is_missing
 from taskapp.queues import FIFO_SUFFIX, QueueSpec
 
 __all__ = [
@@ -32,14 +33,13 @@ __all__ = [
     "queue_status",
     "predefined_queues",
     "app_specs",
-    "ensure_bucket",
 ]
 
 #: SQS maximum retention: a dead letter waits two weeks for someone to look at it.
 DLQ_RETENTION = 14 * 86400
 QUEUE_RETENTION = 4 * 86400
 #: SQS's largest message, body and attributes (1 MiB), for every queue and DLQ.
-MAX_MESSAGE_SIZE = 1_048_576
+MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,7 @@ def _ensure(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[Change, st
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in (
-            "AWS.SimpleQueueService.NonExistentQueue",
-            "QueueDoesNotExist",
-        ):
+        if not queue_is_missing(exc):
             raise
         create = {**attributes, "FifoQueue": "true"} if name.endswith(FIFO_SUFFIX) else attributes
         url = sqs.create_queue(QueueName=name, Attributes=create)["QueueUrl"]
@@ -155,13 +152,6 @@ class QueueStatus:
     oldest_age: timedelta | None
 
 
-_DEPTH = [
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-]
-
-
 def _oldest_age(sqs: Any, url: str, is_dlq: bool) -> timedelta | None:
     # SQS exposes the oldest message's age only as a CloudWatch metric. A DLQ has no redrive
     # policy of its own, so peeking there (visibility 0) cannot push a message anywhere.
@@ -187,10 +177,15 @@ def queue_status(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> li
     for spec in specs:
         for name, is_dlq in ((spec.name, False), (spec.dlq, True)):
             url = sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"]
-            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH)["Attributes"]
-            visible, in_flight, delayed = (int(attrs.get(key, 0)) for key in _DEPTH)
+            depth = queue_depth(sqs, url)
             rows.append(
-                QueueStatus(name, visible, in_flight, delayed, _oldest_age(sqs, url, is_dlq))
+                QueueStatus(
+                    name,
+                    depth.visible,
+                    depth.in_flight,
+                    depth.delayed,
+                    _oldest_age(sqs, url, is_dlq),
+                )
             )
     return rows
 
@@ -218,21 +213,3 @@ def app_specs(app: Any) -> list[QueueSpec]:
         name: task.time_limit for name, task in app.tasks.items() if not name.startswith("celery.")
     }
     return plan_queues(limits, app.conf.task_time_limit)
-
-
-def ensure_bucket(s3: Any, bucket: str) -> bool:
-    """Create ``bucket`` unless it exists; return whether it was created."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-        return False
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
-            raise
-    region = s3.meta.region_name
-    extra = (
-        {}
-        if region == "us-east-1"
-        else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-    )
-    s3.create_bucket(Bucket=bucket, **extra)
-    return True

@@ -35,18 +35,16 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import BotoCoreError, ClientError
+from celery import current_app
 from kombu.exceptions import EncodeError
 
+from taskapp.aws.sqs import BATCH, MAX_MESSAGE_BYTES
 from taskapp.sqs.claimcheck import message_size, pointer_of
 
-__all__ = ["enqueue_many", "EnqueueError", "BATCH", "BATCH_BYTES"]
+__all__ = ["enqueue_many", "EnqueueError"]
 
 logger = logging.getLogger(__name__)
 
-#: SQS sends at most 10 messages per SendMessageBatch ...
-BATCH = 10
-#: ... and at most 1 MiB in all.
-BATCH_BYTES = 1_048_576
 #: Batch rounds for entries that failed on the SQS side, before each is sent on its own.
 ROUNDS = 3
 RETRY_DELAY = 0.1
@@ -152,10 +150,13 @@ class _Prepared:
 
 def enqueue_many(signatures: Iterable[Any], app: Any = None, connection: Any = None) -> list[Any]:
     """Enqueue ``signatures`` with SendMessageBatch; return, in order, each one's
-    ``AsyncResult`` or the :class:`EnqueueError` that kept it out of SQS."""
-    if app is None:
-        from taskapp.app import app
+    ``AsyncResult`` or the :class:`EnqueueError` that kept it out of SQS.
+
+    ``app`` defaults to the first signature's (its task's app, else Celery's current app): this
+    layer never imports the application, which is built on top of it."""
     signatures = list(signatures)
+    if app is None:
+        app = signatures[0].app if signatures else current_app
     outcomes: list[Any] = [None] * len(signatures)
     if connection is None:
         # A pooled connection keeps its channel and boto3 clients from one call to the next.
@@ -198,7 +199,7 @@ def _chunks(entries: list[_Entry]) -> Iterator[list[_Entry]]:
     chunk: list[_Entry] = []
     size = 0
     for entry in entries:
-        if chunk and (len(chunk) == BATCH or size + entry.size > BATCH_BYTES):
+        if chunk and (len(chunk) == BATCH or size + entry.size > MAX_MESSAGE_BYTES):
             yield chunk
             chunk, size = [], 0
         chunk.append(entry)

@@ -21,14 +21,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from taskapp.aws.sqs import queue_depth, queue_is_missing
+
 __all__ = ["SQSBroker", "install", "is_sqs", "queue_depths"]
 
 TEMPLATE = Path(__file__).with_name("templates") / "flower_broker.html"
-_DEPTH = {
-    "visible": "ApproximateNumberOfMessages",
-    "in_flight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
 
 
 def queue_depths(sqs: Any, prefix: str, names: list[str]) -> list[dict[str, Any]]:
@@ -40,14 +37,16 @@ def queue_depths(sqs: Any, prefix: str, names: list[str]) -> list[dict[str, Any]
         for queue, dlq_of in ((name, None), (dlq_name(name), name)):
             try:
                 url = sqs.get_queue_url(QueueName=prefix + queue)["QueueUrl"]
-                attrs = sqs.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=list(_DEPTH.values())
-                )["Attributes"]
+                depth = queue_depth(sqs, url)
             except ClientError as exc:
-                if "NonExistentQueue" in str(exc) or "QueueDoesNotExist" in str(exc):
+                if queue_is_missing(exc):
                     continue
                 raise
-            counts = {key: int(attrs.get(attr, 0)) for key, attr in _DEPTH.items()}
+            counts = {
+                "visible": depth.visible,
+                "in_flight": depth.in_flight,
+                "delayed": depth.delayed,
+            }
             rows.append(
                 {
                     "name": queue,

@@ -35,14 +35,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from config.settings import Settings
+from taskapp import aws
+from taskapp.aws.sqs import BATCH, MAX_MESSAGE_BYTES
 from taskapp.queues import FIFO_SUFFIX, dlq_name, source_of
+from taskapp.sqs.admin.dlq import describe, queue_url, receive, release
 from taskapp.sqs.claimcheck import message_size
 from taskapp.sqs.deadletter import ATTRIBUTE_PREFIX
-from taskapp.sqs.dlq import describe, queue_url, receive, release
 
 __all__ = [
     "BATCH_MAX_BYTES",
@@ -56,11 +57,10 @@ __all__ = [
 #: Seconds a batch being moved stays invisible to others (a batch takes milliseconds).
 MOVE_VISIBILITY = 60
 #: SendMessageBatch limits: entries per call, and bytes per call (and per message).
-BATCH_MAX_ENTRIES = 10
-BATCH_MAX_BYTES = 1_048_576
+BATCH_MAX_ENTRIES = BATCH
+BATCH_MAX_BYTES = MAX_MESSAGE_BYTES
 #: Codes with which an endpoint says it has no StartMessageMoveTask.
 _NO_MOVE_TASK = {"UnsupportedOperation", "InvalidAction", "NotImplemented", "500", "501"}
-_PROBE = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10)
 
 
 @dataclass(frozen=True)
@@ -212,14 +212,20 @@ def _batches_complete() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
 
 
-def _move_task(sqs: Any, dlq_url: str, source_url: str, on_progress: Callable[[int], None]) -> int:
+def _move_task(
+    sqs: Any,
+    settings: Settings,
+    dlq_url: str,
+    source_url: str,
+    on_progress: Callable[[int], None],
+) -> int:
     """Redrive with SQS's own StartMessageMoveTask; raise LookupError if unsupported."""
 
     def arn(url: str) -> str:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return str(attrs["Attributes"]["QueueArn"])
 
-    probe = _probe_client(sqs)
+    probe = aws.client("sqs", settings, profile="once")  # one attempt: a refusal is the answer
     try:
         handle = probe.start_message_move_task(
             SourceArn=arn(dlq_url), DestinationArn=arn(source_url)
@@ -247,15 +253,6 @@ def _move_task(sqs: Any, dlq_url: str, source_url: str, on_progress: Callable[[i
         time.sleep(1)
 
 
-def _probe_client(sqs: Any) -> Any:
-    import boto3
-
-    meta = sqs.meta
-    return boto3.session.Session().client(
-        "sqs", region_name=meta.region_name, endpoint_url=meta.endpoint_url, config=_PROBE
-    )
-
-
 def redrive(
     sqs: Any,
     settings: Settings,
@@ -270,7 +267,9 @@ def redrive(
     source_url = queue_url(sqs, settings, source_of(dlq))
     if task is None and limit is None:
         try:
-            return RedriveResult(_move_task(sqs, dlq_url, source_url, on_progress), 0, "sqs")
+            return RedriveResult(
+                _move_task(sqs, settings, dlq_url, source_url, on_progress), 0, "sqs"
+            )
         except LookupError:
             pass  # the endpoint has no StartMessageMoveTask: move them ourselves
     result = RedriveResult()

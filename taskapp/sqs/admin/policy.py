@@ -38,7 +38,7 @@ from typing import Any
 from config.settings import Settings
 from taskapp.queues import dlq_name, queue_names
 from taskapp.sqs.claimcheck import KEY_PREFIX
-from taskapp.sqs.monitoring import EPHEMERAL_INFIX
+from taskapp.sqs.ephemeral import EPHEMERAL_INFIX
 
 __all__ = ["ROLES", "build_policy", "policies", "topic_names"]
 

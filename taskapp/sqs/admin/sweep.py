@@ -1,7 +1,7 @@
 """Sweep monitoring litter: ephemeral queues and SNS subscriptions of processes that died.
 
 A live process renews a ``taskapp:lease`` tag on its ephemeral queues (see
-:mod:`taskapp.sqs.monitoring`) every minute while it consumes; one that crashed or was killed
+:mod:`taskapp.sqs.ephemeral`) every minute while it consumes; one that crashed or was killed
 leaves its queues and their subscriptions behind. ``cleanup.run`` calls :func:`sweep_stale`.
 """
 
@@ -14,7 +14,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from taskapp.sqs.monitoring import EPHEMERAL_INFIX, LEASE_TAG, QUICK_CALLS, queue_is_missing
+from taskapp import aws
+from taskapp.aws.sqs import queue_is_missing
+from taskapp.sqs.ephemeral import EPHEMERAL_INFIX, LEASE_TAG
 
 __all__ = ["SweepReport", "sweep_stale"]
 
@@ -92,16 +94,9 @@ def sweep_stale(settings: Any, grace_seconds: float = 900, dry_run: bool = False
     of a few minutes is safe; the default leaves a quarter of an hour. ``dry_run`` reports what
     would go and deletes nothing.
     """
-    import boto3
-
-    session = boto3.session.Session()
-    endpoint = settings.aws_endpoint_url
-    sqs = session.client(
-        "sqs", region_name=settings.region, endpoint_url=endpoint, config=QUICK_CALLS
-    )
-    sns = session.client(
-        "sns", region_name=settings.region, endpoint_url=endpoint, config=QUICK_CALLS
-    )
+    # Quick calls: the sweep must not hang on an endpoint that is gone.
+    sqs = aws.client("sqs", settings, profile="quick")
+    sns = aws.client("sns", settings, profile="quick")
     now = time.time()
     stale = []
     for url in _ephemeral_queue_urls(sqs, settings.queue_prefix):
