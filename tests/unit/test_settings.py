@@ -24,9 +24,10 @@ from config.settings import (
     load_settings,
     settings_table,
 )
-from taskapp.cli import README_MARKERS, main
+from taskapp.cli import main
+from taskapp.cli.settings import README_MARKERS
 from taskapp.queues import Family, QueueSpec, fifo_families
-from taskapp.sqs.provision import effective_specs
+from taskapp.sqs.admin.provision import effective_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {name: spec.env for name, spec in SETTINGS.items()}

@@ -14,15 +14,14 @@ from typing import Any
 
 import click
 from botocore.exceptions import ClientError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from config.settings import load_settings
+from taskapp.cli.console import console
 
 __all__ = ["dlq"]
 
-console = Console()
 OUTPUT = click.option(
     "--output",
     type=click.Choice(["table", "json"]),
@@ -45,8 +44,10 @@ def _fail(message: str) -> None:
 
 
 def _queue_errors(exc: ClientError, queue: str) -> None:
+    from taskapp.aws.sqs import queue_is_missing
+
     code = exc.response.get("Error", {}).get("Code", "")
-    if "NonExistentQueue" in code or code == "QueueDoesNotExist":
+    if queue_is_missing(exc):
         _fail(f"no dead-letter queue for '{queue}' (run `taskapp queues provision`?)")
     if "PurgeQueueInProgress" in code:
         _fail("SQS allows one purge per queue every 60 seconds; try again in a minute")
@@ -62,7 +63,7 @@ def dlq() -> None:
 @OUTPUT
 def list_(output: str) -> None:
     """Messages waiting in each dead-letter queue."""
-    from taskapp.sqs.dlq import list_dlqs
+    from taskapp.sqs.admin.dlq import list_dlqs
 
     sqs, settings = _sqs()
     rows = list_dlqs(sqs, settings)
@@ -89,7 +90,7 @@ def list_(output: str) -> None:
 @OUTPUT
 def show(queue: str, max_items: int, output: str) -> None:
     """Dead letters of QUEUE with task, arguments and why they failed (nothing is consumed)."""
-    from taskapp.sqs.dlq import peek
+    from taskapp.sqs.admin.dlq import peek
 
     sqs, settings = _sqs()
     try:
@@ -139,8 +140,8 @@ def redrive(queue: str, task_name: str | None, limit: int | None) -> None:
 
     Exits 1 if SQS refused any message; each one is named, and stays in the dead-letter queue.
     """
-    from taskapp.sqs.dlq import dlq_name, list_dlqs
-    from taskapp.sqs.redrive import redrive as move
+    from taskapp.sqs.admin.dlq import dlq_name, list_dlqs
+    from taskapp.sqs.admin.redrive import redrive as move
 
     sqs, settings = _sqs()
     depth = next((r for r in list_dlqs(sqs, settings) if r.queue == dlq_name(queue)), None)
@@ -183,8 +184,8 @@ def redrive(queue: str, task_name: str | None, limit: int | None) -> None:
 @click.option("--yes", is_flag=True, help="Confirm: the messages are deleted for good.")
 def purge(queue: str, yes: bool) -> None:
     """Delete every message in QUEUE's dead-letter queue."""
-    from taskapp.sqs.dlq import dlq_name
-    from taskapp.sqs.dlq import purge as purge_queue
+    from taskapp.sqs.admin.dlq import dlq_name
+    from taskapp.sqs.admin.dlq import purge as purge_queue
 
     if not yes:
         _fail(f"purging {dlq_name(queue)} deletes its messages for good; add --yes to confirm")
