@@ -201,7 +201,7 @@ def _validate_queue_plan(**_: object) -> None:
     import sys
 
     from config.settings import SettingError, load_settings
-    from taskapp.sqs.provision import app_specs, effective_specs
+    from taskapp.sqs.admin.provision import app_specs, effective_specs
 
     try:
         effective_specs(app_specs(app), load_settings())

@@ -214,8 +214,9 @@ class Stack:
         from config.settings import load_settings
         from taskapp.app import app
         from taskapp.aws import client
+        from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.provision import app_specs, ensure_bucket, provision
+        from taskapp.sqs.admin.provision import app_specs, provision
 
         settings = load_settings()
         upgrade(settings.database_url.get_secret_value())
