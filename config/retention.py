@@ -35,26 +35,13 @@ SECTIONS = ("tables", "storage", "hygiene")
 
 
 def default_rules(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    """The rules this application ships with (the demo business and the platform)."""
+    """The rules this application ships with: storage and the platform's own tables."""
     results_age = settings.result_expires
     return {
-        "tables": [
-            {
-                "name": "events",
-                "table": "events",
-                "timestamp": "created_at",
-                "max_age_days": 30,
-                "action": "delete",
-            },
-            {
-                "name": "inactive-customers",
-                "table": "customers",
-                "timestamp": "last_active_at",
-                "max_age_days": 365,
-                "action": "anonymize",
-                "replace": {"name": "anonymized", "email": "anonymized-{id}@invalid"},
-            },
-        ],
+        # Application tables: none by default. The demo business's rules are the demo's own
+        # (taskapp/sample/retention.toml); a deployment lists its tables in
+        # TASKAPP_RETENTION_RULES.
+        "tables": [],
         "storage": [
             # Uploads that never became an image job, and report files past their link's life.
             {"name": "tmp-uploads", "prefix": "tmp/", "max_age_hours": 24},

@@ -2,7 +2,7 @@
 
 Every family declares its tables on ``metadata`` and ships an Alembic migration under
 ``taskapp/migrations/versions`` whose ``down_revision`` is the baseline ``"0001"``; each family
-is its own branch and ``upgrade()`` applies all heads.
+is its own branch and ``upgrade()`` applies all heads but the demo's sample business.
 """
 
 from __future__ import annotations
@@ -12,11 +12,20 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import DDL, Engine, MetaData, create_engine, event
 
 from config.settings import load_settings
 
-__all__ = ["metadata", "engine", "tune_engine", "tune_result_engine", "upgrade"]
+__all__ = [
+    "metadata",
+    "engine",
+    "tune_engine",
+    "tune_result_engine",
+    "upgrade",
+    "SAMPLE_BRANCH",
+    "sample_revisions",
+]
 
 #: How long a SQLite writer waits for another one before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -181,6 +190,21 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+#: The demo business's branch (``taskapp/sample``): applied by the demo (``sample.install``),
+#: never by ``upgrade``. Its revision stays in ``versions/``: a database migrated before the
+#: tables became the demo's own records ``sample_0001`` and keeps its tables, and Alembic must
+#: still resolve that revision there.
+SAMPLE_BRANCH = "sample"
+
+
 def upgrade(url: str | None = None) -> None:
-    """Apply every migration branch to the database at ``url``."""
-    command.upgrade(alembic_config(url), "heads")
+    """Apply every migration branch but the demo's to the database at ``url``."""
+    cfg = alembic_config(url)
+    script = ScriptDirectory.from_config(cfg)
+    for head in sorted(set(script.get_heads()) - sample_revisions(script)):
+        command.upgrade(cfg, head)
+
+
+def sample_revisions(script: ScriptDirectory) -> set[str]:
+    """The revisions of the demo's branch: neither applied nor expected in production."""
+    return {rev.revision for rev in script.walk_revisions() if SAMPLE_BRANCH in rev.branch_labels}

@@ -127,8 +127,12 @@ def _celery(*args: str) -> list[str]:
 class Stack:
     """The embedded local stack, rooted at ``var_dir``."""
 
-    def __init__(self, var_dir: Path, *, flower: bool, concurrency: int = 4) -> None:
+    def __init__(
+        self, var_dir: Path, *, flower: bool, concurrency: int = 4, sample: bool = False
+    ) -> None:
         self.var_dir = var_dir.resolve()
+        #: The demo's business (taskapp/sample): its tables, and its retention rules by default.
+        self.sample = sample
         self.aws = LocalAWS()
         self.mail = MailSink(self.var_dir / "mail")
         self.flower_port = free_port() if flower else None
@@ -209,6 +213,10 @@ class Stack:
         os.environ["TASKAPP_MAIL_DIR"] = str(self.mail.directory)
         os.environ.setdefault("TASKAPP_DATABASE_URL", f"sqlite:///{self.var_dir / 'taskapp.db'}")
         os.environ.pop("TASKAPP_PREDEFINED_QUEUES", None)
+        if self.sample:
+            from taskapp.sample import RETENTION_RULES
+
+            os.environ.setdefault("TASKAPP_RETENTION_RULES", str(RETENTION_RULES))
 
     def _provision(self) -> None:
         from config.settings import load_settings
@@ -220,6 +228,10 @@ class Stack:
 
         settings = load_settings()
         upgrade(settings.database_url.get_secret_value())
+        if self.sample:  # before the worker starts: it checks the retention rules' tables
+            from taskapp.sample import install
+
+            install(settings.database_url.get_secret_value())
         ensure_bucket(client("s3", settings), settings.bucket)
         provision(client("sqs", settings), settings, app_specs(app))
 

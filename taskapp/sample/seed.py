@@ -11,6 +11,7 @@ from sqlalchemy import Engine, Table, delete
 
 from taskapp import db
 from taskapp.sample.models import REGIONS, customers, events, orders
+from taskapp.sample.schema import install
 
 __all__ = ["seed", "EVENT_KINDS"]
 
@@ -24,7 +25,7 @@ def seed(
     now: datetime | None = None,
     n_events: int | None = None,
 ) -> dict[str, int]:
-    """Replace the sample tables' rows with deterministic data; return rows per table.
+    """Create the sample tables if need be and fill them with fixed data; return rows per table.
 
     Shape (the same for the same arguments): one customer per 20 orders (at least 8), a
     quarter of them inactive for over a year; orders spread over the last 90 days across
@@ -32,6 +33,7 @@ def seed(
     half are older than 30 days.
     """
     eng = engine if isinstance(engine, Engine) else db.engine(engine)
+    install(eng.url.render_as_string(hide_password=False))
     now = (now or datetime.now(UTC)).astimezone(UTC)
     n_events = n_orders if n_events is None else n_events
     n_customers = max(8, n_orders // 20)

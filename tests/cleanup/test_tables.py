@@ -11,7 +11,7 @@ from taskapp import db
 from taskapp.cleanup.rules import RuleError, load_rules, validate_rules
 from taskapp.cleanup.runs import cleanup_runs, start_run
 from taskapp.cleanup.service import run_cleanup
-from taskapp.sample import customers, events, orders, seed
+from taskapp.sample import customers, events, install, orders, seed
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 TABLE_RULES = ["events", "inactive-customers"]
@@ -120,7 +120,8 @@ def test_a_killed_run_resumes_to_the_same_end_state(database_url):
 
 
 def test_a_run_left_running_by_a_crash_is_marked_interrupted(database_url):
-    # given a run row a crashed worker left "running" two hours ago
+    # given a run row a crashed worker left "running" two hours ago (on the demo's tables)
+    install(database_url)
     engine = db.engine(database_url)
     crashed = start_run(engine, NOW - timedelta(hours=2), ["events"], timedelta(hours=1))
     # when the next run starts

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from taskapp.local.demo import FAMILY_DEMOS
 from tests.integration.processes import descendants, kill_all, still_running
 
 # Each starts a whole stack: over a minute on a loaded 2-core machine.
@@ -35,6 +36,8 @@ def test_demo_exits_zero_and_leaves_no_process(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "demo succeeded" in done.stdout
     assert "pong" in done.stdout
+    for family in FAMILY_DEMOS:  # every family ran, none was skipped
+        assert f"{family}: done" in done.stdout, family
     leftovers = subprocess.run(
         ["pgrep", "-f", f"--schedule={tmp_path}"], capture_output=True, text=True
     )

@@ -17,6 +17,9 @@ from taskapp.local.aws import LocalAWS
 
 __all__ = ["start"]
 
+#: ``taskapp.sample.RETENTION_RULES``, by path: importing taskapp.sample would configure taskapp.
+SAMPLE_RULES = Path(__file__).resolve().parents[2] / "taskapp" / "sample" / "retention.toml"
+
 
 def start() -> LocalAWS:
     """Start the session's moto server and point the environment at it; return the server."""
@@ -36,6 +39,8 @@ def start() -> LocalAWS:
             "TASKAPP_FETCH_ALLOWLIST": "127.0.0.1",
             # Held messages are renewed every second, so tests can use 3 s visibility timeouts.
             "TASKAPP_HEARTBEAT_INTERVAL": "1",
+            # The cleanup tests work on the demo business, under the demo's own rules.
+            "TASKAPP_RETENTION_RULES": str(SAMPLE_RULES),
         }
     )
     for var in ("TASKAPP_VISIBILITY_TIMEOUT", "TASKAPP_PREDEFINED_QUEUES", "AWS_REGION"):
