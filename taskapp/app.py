@@ -9,6 +9,8 @@ from typing import Any
 from celery import Celery, Task, signals
 from celery.exceptions import Ignore
 
+from taskapp import preflight
+
 __all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
 
 logger = logging.getLogger(__name__)
@@ -172,6 +174,8 @@ app.on_after_configure.connect(_sign_messages, weak=False)
 app.config_from_object("config.celery")
 app.autodiscover_tasks(FAMILY_PACKAGES)
 app.steps["consumer"].add("taskapp.sqs.heartbeat:VisibilityHeartbeat")
+# Worker and beat refuse an unmigrated database or missing queues (taskapp/preflight.py).
+preflight.connect()
 
 
 @signals.before_task_publish.connect
