@@ -110,8 +110,11 @@ StartFlower = Callable[..., Flower]
 
 
 @pytest.fixture
-def start_flower(tmp_path: Path) -> Iterator[StartFlower]:
-    """Start ``celery -A taskapp flower ARGV --port=P`` in ``cwd``; every one is stopped by PID."""
+def start_flower(tmp_path: Path, migrated_db: str) -> Iterator[StartFlower]:
+    """Start ``celery -A taskapp flower ARGV --port=P`` in ``cwd``; every one is stopped by PID.
+
+    The session database is migrated first: Flower refuses one that is not (taskapp/preflight.py).
+    """
     started: list[Flower] = []
 
     def start(*argv: str, cwd: Path = REPO, **env: str) -> Flower:
