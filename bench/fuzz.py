@@ -120,9 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_kind:
             return _per_kind(args, app, sqs, s3, queues, worker, generator, progress)
         report = harness.run_fuzz(
-            app=app, sqs=sqs, s3=s3, queues=queues, worker=worker, generator=generator,
-            count=count, only=args.kind, timeout=args.timeout, progress=progress,
-        )  # fmt: skip
+            app=app,
+            sqs=sqs,
+            s3=s3,
+            queues=queues,
+            worker=worker,
+            generator=generator,
+            count=count,
+            only=args.kind,
+            timeout=args.timeout,
+            progress=progress,
+        )
     finally:
         worker.stop()
         aws.stop()
@@ -149,9 +157,18 @@ def _per_kind(args, app, sqs, s3, queues, worker, generator, progress) -> int:  
         if case is None:
             continue
         report = harness.run_fuzz(
-            app=app, sqs=sqs, s3=s3, queues=queues, worker=worker, generator=generator,
-            count=1, cases=[case], timeout=90, ping=False, progress=progress,
-        )  # fmt: skip
+            app=app,
+            sqs=sqs,
+            s3=s3,
+            queues=queues,
+            worker=worker,
+            generator=generator,
+            count=1,
+            cases=[case],
+            timeout=90,
+            ping=False,
+            progress=progress,
+        )
         (outcome,) = report.outcomes
         problems = report.violations()
         bad += bool(problems)

@@ -182,7 +182,8 @@ def main() -> None:
         text=True,
         cwd=ROOT,
     )
-    assert moto.stdin is not None and moto.stdout is not None
+    assert moto.stdin is not None
+    assert moto.stdout is not None
     moto.stdout.readline()  # "ready"
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     print(

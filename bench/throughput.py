@@ -220,9 +220,10 @@ class Moto:
 
     def start(self) -> str:
         self.child.start()
-        assert self.child.process is not None and self.child.process.stdout is not None
+        assert self.child.process is not None
+        assert self.child.process.stdout is not None
         line = self.child.process.stdout.readline().split()
-        assert line and line[0] == "PORT", f"moto did not start: {line}"
+        assert line[:1] == ["PORT"], f"moto did not start: {line}"
         self.url = f"http://127.0.0.1:{line[1]}"
         return self.url
 
