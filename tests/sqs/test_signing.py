@@ -27,8 +27,8 @@ from celery.security.key import PrivateKey
 from celery.security.serialization import DEFAULT_SEPARATOR, SecureSerializer
 
 from config.settings import Settings
-from taskapp.sqs.deadletter import DeadLetter, read_reason
 from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.sqs.deadletter import DeadLetter, read_reason
 from taskapp.sqs.signing import SEAL, SIGNED_HEADERS
 from tests.integration.processes import ROOT, worker_process
 from tests.support.queues import drain, prefixed_app
@@ -87,16 +87,24 @@ class Signed:
         done = subprocess.run(
             [sys.executable, "-c", script],
             input=json.dumps({"send": send, "batch": batch}),
-            env=self.env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
     def capture(self, *tags: str) -> list[dict[str, Any]]:
-        """Signed ``tests.record(tag)`` envelopes, taken from a queue no worker consumes."""
+        """Signed ``tests.record(tag)`` envelopes, taken from a queue no worker consumes.
+
+        Each carries ``entity_version`` (read only with ``entity``), so that an edit of
+        ``entity`` alone is still a well-formed message and only its signature can refuse it.
+        """
         probe = self.queue_url("images")
-        self.produce(
-            [{"task": "tests.record", "args": [t], "options": {"queue": "images"}} for t in tags]
-        )
+        options = {"queue": "images", "headers": {"entity_version": 1}}
+        self.produce([{"task": "tests.record", "args": [t], "options": options} for t in tags])
         messages = drain(self.sqs, probe, wait=10, expect=len(tags))
         for m in messages:
             self.sqs.delete_message(QueueUrl=probe, ReceiptHandle=m["ReceiptHandle"])
@@ -129,8 +137,11 @@ class Signed:
             self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=m["ReceiptHandle"])
 
     def depth(self) -> dict[str, int]:
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                 "ApproximateNumberOfMessagesDelayed"]  # fmt: skip
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
         attrs = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
         return {
             name.removeprefix("ApproximateNumberOf"): int(attrs["Attributes"][name])
@@ -213,7 +224,8 @@ def test_signed_tasks_run_and_forged_or_tampered_ones_are_dead_lettered(
         ),
         "the good task to run and both others to be dead letters",
     )
-    assert _ran(f"{tag}-forged") == 0 and _ran(f"{tag}-forged-args-now") == 0
+    assert _ran(f"{tag}-forged") == 0
+    assert _ran(f"{tag}-forged-args-now") == 0
 
 
 def _edits() -> dict[str, Any]:
@@ -315,7 +327,8 @@ def test_a_replay_older_than_the_window_is_refused_but_a_long_countdown_runs(
         "the control and the due message to run and the old one to be dead-lettered",
     )
     (letter,) = signing.letters[old["headers"]["id"]]
-    assert letter.reason == "signature" and "replay window" in letter.error_message
+    assert letter.reason == "signature"
+    assert "replay window" in letter.error_message
     assert (_ran(f"{tag}-old"), _ran(f"{tag}-due"), _ran(f"{tag}-control")) == (0, 1, 1)
 
 
@@ -343,7 +356,7 @@ def test_signed_tasks_retries_countdowns_batches_and_claim_checks_run_once(
                         "entity_version": 1,
                     }
                 },
-            },  # fmt: skip
+            },
         ],
         batch=[{"task": "tests.record", "args": [f"{tag}-batch-{i}"]} for i in range(3)],
     )
@@ -367,10 +380,23 @@ def test_a_redriven_signed_dead_letter_runs(signing: Signed) -> None:
 
     def redrive() -> int:
         done = subprocess.run(
-            [sys.executable, "-c", "from taskapp.cli import main; main()",
-             "dlq", "redrive", "default", "--task", "tests.flaky"],
-            env=signing.env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "from taskapp.cli import main; main()",
+                "dlq",
+                "redrive",
+                "default",
+                "--task",
+                "tests.flaky",
+            ],
+            env=signing.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return int(done.stdout.split("moved ", 1)[1].split()[0])
 
     # when it is redriven, once it is there
