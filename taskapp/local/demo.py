@@ -15,7 +15,7 @@ from rich.table import Table
 
 from taskapp.local.stack import Stack
 
-__all__ = ["run_demo", "FAMILY_DEMOS", "DemoFailed"]
+__all__ = ["run_demo", "render_results", "FAMILY_DEMOS", "DemoFailed"]
 
 #: Every task family; each has ``taskapp.<family>.demo.run() -> list[tuple[str, str]]``.
 FAMILY_DEMOS = ["email", "images", "cleanup", "reports"]
@@ -48,6 +48,10 @@ def _steps() -> list[tuple[str, Callable[[], list[tuple[str, str]]]]]:
             raise DemoFailed(f"{family}: its demo does not import ({exc})") from exc
         steps.append((family, module.run))
     return steps
+
+
+#: Longer values leave the table for a line of their own.
+COPYABLE_OVER = 40
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
@@ -94,10 +98,26 @@ def run_demo(var_dir: Path, console: Console | None = None) -> int:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
         stack.stop()
-    table = Table("family", "what", title="taskapp demo")
-    table.add_column("result", overflow="fold")  # keys and paths in full, wrapped if need be
-    for row in results:
-        table.add_row(*row)
-    console.print(table)
+    render_results(results, console)
     console.print("[green]demo succeeded[/green]")
     return 0
+
+
+def _copyable(value: str) -> bool:
+    return "://" in value or len(value) > COPYABLE_OVER
+
+
+def render_results(results: list[tuple[str, str, str]], console: Console) -> None:
+    """The demo's results: a table of the short ones, then each key or URL on a line of its own.
+
+    A table folds a long value across lines (80 columns without a tty), and a folded presigned
+    URL cannot be copied; printed alone, unwrapped and without markup, it can.
+    """
+    table = Table("family", "what", "result", title="taskapp demo")
+    for family, label, value in results:
+        table.add_row(family, label, "(below)" if _copyable(value) else value)
+    console.print(table)
+    for family, label, value in results:
+        if _copyable(value):
+            console.print(f"{family} {label}:", markup=False, highlight=False)
+            console.print(value, markup=False, highlight=False, soft_wrap=True)
