@@ -36,6 +36,7 @@ from kombu.transport import SQS
 
 from taskapp.aws.sqs import BATCH
 from taskapp.sqs.claimcheck import pointer_of
+from taskapp.sqs.kombu_channel import ChannelMixin
 
 __all__ = ["AckBatchMixin", "AckBatcher", "DEFAULT_ACK_FLUSH_INTERVAL"]
 
@@ -184,7 +185,7 @@ def _flush_all() -> None:
             logger.warning("ack flush at exit failed: %r", exc)
 
 
-class AckBatchMixin:
+class AckBatchMixin(ChannelMixin):
     """kombu SQS ``Channel`` mixin that coalesces acknowledgements into DeleteMessageBatch.
 
     Put it before ``kombu.transport.SQS.Channel`` in the bases. Transport option
@@ -195,24 +196,26 @@ class AckBatchMixin:
 
     @property
     def ack_flush_interval(self) -> float:
-        options = self.transport_options  # type: ignore[attr-defined]
+        options = self.transport_options
         return float(options.get("ack_flush_interval", DEFAULT_ACK_FLUSH_INTERVAL))
 
-    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         try:
-            info = self.qos.get(delivery_tag).delivery_info  # type: ignore[attr-defined]
+            info = self.qos.get(delivery_tag).delivery_info
             sqs_message, url = info["sqs_message"], info["sqs_queue"]
         except KeyError:
-            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc]
+            super().basic_ack(delivery_tag, multiple)
+            return
         if pointer_of(sqs_message) is not None or self.ack_flush_interval <= 0:
-            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc]
+            super().basic_ack(delivery_tag, multiple)
+            return
         queue = None
         if "routing_key" in info:
-            queue = self.canonical_queue_name(info["routing_key"])  # type: ignore[attr-defined]
+            queue = self.canonical_queue_name(info["routing_key"])
         self._batcher().add(queue, url, sqs_message["ReceiptHandle"])
         # Release the delivery as kombu does once its DeleteMessage returned: skip SQS.Channel's
         # basic_ack (the synchronous delete) and run the virtual channel's.
-        super(SQS.Channel, self).basic_ack(delivery_tag, multiple)  # type: ignore[misc]
+        super(SQS.Channel, self).basic_ack(delivery_tag, multiple)
 
     def _batcher(self) -> AckBatcher:
         with _CREATE_LOCK:  # pool threads may ack concurrently
@@ -221,7 +224,7 @@ class AckBatchMixin:
             return self._ack_batcher
 
     def _ack_client(self, queue: str | None) -> Any:
-        return self.sqs(queue=queue)  # type: ignore[attr-defined]
+        return self.sqs(queue=queue)
 
     def flush_acks(self) -> None:
         """Delete every acknowledged message now."""
@@ -231,4 +234,4 @@ class AckBatchMixin:
     def close(self) -> None:
         if self._ack_batcher is not None:
             self._ack_batcher.close()
-        super().close()  # type: ignore[misc]
+        super().close()

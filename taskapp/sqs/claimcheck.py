@@ -129,7 +129,7 @@ def fetch(s3: Any, pointer: tuple[str, str], max_bytes: int) -> str:
     try:
         size = resp.get("ContentLength")
         if size is None or size <= max_bytes:
-            data = stream.read(max_bytes + 1)  # ContentLength is a claim; count what arrives
+            data: bytes = stream.read(max_bytes + 1)  # ContentLength is a claim; count what arrives
             size = len(data)
     finally:
         stream.close()

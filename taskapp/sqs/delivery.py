@@ -38,7 +38,6 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.log import get_logger
-from kombu.transport import SQS
 from kombu.utils.encoding import bytes_to_str
 
 from taskapp.queues import FIFO_SUFFIX
@@ -53,6 +52,7 @@ from taskapp.sqs.claimcheck import (
 )
 from taskapp.sqs.deadletter import MAX_MESSAGE_CHARS, UnacceptableMessage
 from taskapp.sqs.delay import DUE_SLACK, MAX_DELAY_SECONDS, delay_for, remaining_seconds
+from taskapp.sqs.kombu_channel import Payload, SQSChannel, SQSMessage
 
 __all__ = [
     "Channel",
@@ -78,7 +78,7 @@ def refusal_of(message: Any) -> dict[str, Any] | None:
     return refusal if isinstance(refusal, dict) else None
 
 
-def receive_count(sqs_message: dict[str, Any]) -> int:
+def receive_count(sqs_message: SQSMessage) -> int:
     """How many times SQS has handed out this message (1 on first delivery)."""
     attributes = sqs_message.get("Attributes") or {}
     try:
@@ -89,13 +89,14 @@ def receive_count(sqs_message: dict[str, Any]) -> int:
 
 def redelivery_delay(receives: int) -> int:
     """Seconds until a rejected message is visible again: 1, 2, 4, ... capped."""
-    return min(2 ** max(receives - 1, 0), MAX_REDELIVERY_DELAY)
+    backoff: int = 2 ** max(receives - 1, 0)  # int ** int is Any to mypy (negative powers)
+    return min(backoff, MAX_REDELIVERY_DELAY)
 
 
-class Channel(AckBatchMixin, SQS.Channel):
+class Channel(AckBatchMixin, SQSChannel):
     """SQS channel that flags redeliveries, hops long delays and backs off rejected messages."""
 
-    def _new_boto_client(self, service, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _new_boto_client(self, service: str, *args: Any, **kwargs: Any) -> Any:
         client = super()._new_boto_client(service, *args, **kwargs)
         threshold = self.transport_options.get("claim_check_threshold")
         if service == "sqs" and threshold:
@@ -116,7 +117,7 @@ class Channel(AckBatchMixin, SQS.Channel):
 
         return load_settings().bucket
 
-    def _accepted_pointer(self, message: dict[str, Any]) -> tuple[str, str] | None:
+    def _accepted_pointer(self, message: SQSMessage) -> tuple[str, str] | None:
         """The pointer of ``message`` if it is one we may read and delete, else None."""
         pointer = pointer_of(message)
         if pointer is None:
@@ -128,12 +129,12 @@ class Channel(AckBatchMixin, SQS.Channel):
         return pointer
 
     # -- receiving: nothing a message holds may raise out of here --------------------------------
-    def _on_messages_ready(self, queue, qname, messages):  # type: ignore[no-untyped-def]
+    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> int:
         # kombu's loop, with hops taken out first and refused no-ack messages left out.
         received = [m for m in messages.get("Messages") or [] if not self._hop(queue, qname, m)]
         if not received:
             return 0
-        callback = self.connection._callbacks.get(qname)
+        callback = (self.connection._callbacks or {}).get(qname)
         if callback is None:
             self._release_messages(queue, qname, received)
             return 0
@@ -143,17 +144,20 @@ class Channel(AckBatchMixin, SQS.Channel):
                 callback(payload)
         return len(received)
 
-    def _messages_to_python(self, messages, queue):  # type: ignore[no-untyped-def]
+    def _messages_to_python(self, messages: list[SQSMessage], queue: str) -> list[Payload]:
         converted = super()._messages_to_python(messages, queue)
         return [payload for payload in converted if payload is not None]
 
-    def _get(self, queue):  # type: ignore[no-untyped-def]
+    def _get(self, queue: str, timeout: float | None = None) -> Payload:
+        # The virtual channel's signature; kombu's SQS channel takes no timeout.
         try:
             return super()._get(queue)
         except IndexError:  # its one message was left out (see _message_to_python)
             raise Empty() from None
 
-    def _message_to_python(self, message, queue_name, q_url):  # type: ignore[no-untyped-def]
+    def _message_to_python(
+        self, message: SQSMessage, queue_name: str, q_url: str
+    ) -> Payload | None:
         """kombu's payload of ``message``; a refusal if it cannot be one; None if left out."""
         noack = queue_name in self._noack_queues
         try:
@@ -169,7 +173,7 @@ class Channel(AckBatchMixin, SQS.Channel):
             self._delete_message(queue_name, message)
         return payload
 
-    def _payload(self, message: dict[str, Any], q_url: str, noack: bool) -> dict[str, Any]:
+    def _payload(self, message: SQSMessage, q_url: str, noack: bool) -> Payload:
         pointer = pointer_of(message)
         if pointer is not None:
             check_pointer(pointer, self._claim_check_bucket())
@@ -188,11 +192,11 @@ class Channel(AckBatchMixin, SQS.Channel):
             return payload  # kombu leaves no-ack payloads as they came
         # The envelope keeps the pointer as "the received message": a dead letter copies the
         # pointer, not the payload, and the ack knows which object to delete.
-        return self._envelope_payload(payload, text, message, q_url)  # type: ignore[no-any-return]
+        return self._envelope_payload(payload, text, message, q_url)
 
     def _refuse(
-        self, message: dict[str, Any], queue_name: str, q_url: str, exc: Exception
-    ) -> dict[str, Any] | None:
+        self, message: SQSMessage, queue_name: str, q_url: str, exc: Exception
+    ) -> Payload | None:
         """A refusal standing for ``message`` (a work queue), or None (dropped, no-ack queue)."""
         logger.warning("refusing a message from %s: %s: %s", queue_name, type(exc).__name__, exc)
         if queue_name in self._noack_queues:
@@ -223,9 +227,7 @@ class Channel(AckBatchMixin, SQS.Channel):
             },
         }
 
-    def _hand_back(
-        self, message: dict[str, Any], queue_name: str, q_url: str, exc: Exception
-    ) -> None:
+    def _hand_back(self, message: SQSMessage, queue_name: str, q_url: str, exc: Exception) -> None:
         """Leave ``message`` to come back after the redelivery backoff (its RedrivePolicy ends
         a failure that never passes)."""
         delay = redelivery_delay(receive_count(message))
@@ -246,7 +248,7 @@ class Channel(AckBatchMixin, SQS.Channel):
         except (BotoCoreError, ClientError, OSError) as again:
             logger.warning("could not back off a message of %s: %r", queue_name, again)
 
-    def basic_ack(self, delivery_tag, multiple=False):  # type: ignore[no-untyped-def]
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         try:
             info = self.qos.get(delivery_tag).delivery_info
         except KeyError:
@@ -260,9 +262,10 @@ class Channel(AckBatchMixin, SQS.Channel):
     def delay_hop(self) -> int:
         return int(self.transport_options.get("delay_hop", MAX_DELAY_SECONDS))
 
-    def _put(self, queue, message, **kwargs):  # type: ignore[no-untyped-def]
+    def _put(self, queue: str, message: Payload, **kwargs: Any) -> None:
         if not message.get("redelivered"):
-            return super()._put(queue, message, **kwargs)
+            super()._put(queue, message, **kwargs)
+            return
         # kombu "restores" an unacked message (channel closed at a warm shutdown, a requeue) by
         # hiding it for wait_time_seconds (20 s); hand it back now so another worker starts it.
         self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
@@ -270,9 +273,8 @@ class Channel(AckBatchMixin, SQS.Channel):
             ReceiptHandle=message["properties"]["delivery_tag"],
             VisibilityTimeout=0,
         )
-        return None
 
-    def _hop(self, queue_url: str, qname: str, message: dict[str, Any]) -> bool:
+    def _hop(self, queue_url: str, qname: str, message: SQSMessage) -> bool:
         """Re-publish ``message`` for its next hop if its ETA is still ahead; True if it was."""
         if qname.endswith(FIFO_SUFFIX):
             return False
@@ -303,12 +305,14 @@ class Channel(AckBatchMixin, SQS.Channel):
         logger.debug("hopped task %s on %s: %.0fs to go", headers.get("id"), qname, remaining)
         return True
 
-    def _envelope_payload(self, payload, raw_text, message, q_url):  # type: ignore[no-untyped-def]
+    def _envelope_payload(
+        self, payload: Payload, raw_text: str, message: SQSMessage, q_url: str
+    ) -> Payload:
         payload = super()._envelope_payload(payload, raw_text, message, q_url)
         payload["properties"]["delivery_info"]["redelivered"] = receive_count(message) > 1
         return payload
 
-    def _delete_rejected_message(self, delivery_tag):  # type: ignore[no-untyped-def]
+    def _delete_rejected_message(self, delivery_tag: str) -> None:
         try:
             info = self.qos.get(delivery_tag).delivery_info
             sqs_message, queue_url = info["sqs_message"], info["sqs_queue"]
@@ -330,7 +334,7 @@ class Channel(AckBatchMixin, SQS.Channel):
             logger.warning("could not back off rejected message on %s: %s", queue_url, exc)
 
 
-def _attribute(message: dict[str, Any], name: str) -> str | None:
+def _attribute(message: SQSMessage, name: str) -> str | None:
     attribute = (message.get("MessageAttributes") or {}).get(name)
     value = attribute.get("StringValue") if isinstance(attribute, dict) else None
     return value if isinstance(value, str) else None

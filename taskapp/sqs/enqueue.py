@@ -86,7 +86,9 @@ class _Outbox:
     tasks: list[tuple[int, dict[str, Any], str, str]] = field(default_factory=list)
     events: list[tuple[int, dict[str, Any], str, str]] = field(default_factory=list)
 
-    def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str, **_: Any):  # type: ignore[no-untyped-def]
+    def basic_publish(
+        self, message: dict[str, Any], exchange: str, routing_key: str, **_: Any
+    ) -> None:
         kept = (self.index, message, exchange, routing_key)
         # Task messages use the anonymous exchange (routing key = queue); events go to celeryev.
         (self.tasks if not exchange else self.events).append(kept)

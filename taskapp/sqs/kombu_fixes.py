@@ -15,36 +15,33 @@ fixes the defect (its test in ``tests/sqs`` tells).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from kombu.transport.SQS import Channel as _ChannelBase
-else:
-    _ChannelBase = object
+from taskapp.sqs.kombu_channel import ChannelMixin
 
 __all__ = ["KombuFixes"]
 
 
-class KombuFixes(_ChannelBase):
+class KombuFixes(ChannelMixin):
     """Channel mixin: the queue-URL cache eviction and closed-channel guards described above."""
 
-    def _delete(self, queue, exchange=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _delete(self, queue: str, exchange: str | None = None, *args: Any, **kwargs: Any) -> None:
         super()._delete(queue, exchange, *args, **kwargs)
         # kombu evicts the kombu name; the cache is keyed by the SQS name.
         self._queue_cache.pop(self.canonical_queue_name(queue), None)
 
     # -- a closed channel's late poll must not kill a shared event loop -------------------------
-    def _loop1(self, queue, messages_fetched=None):  # type: ignore[no-untyped-def]
+    def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         if self.closed or self.connection is None:
             return None
         return super()._loop1(queue, messages_fetched)
 
-    def _schedule_queue(self, queue):  # type: ignore[no-untyped-def]
+    def _schedule_queue(self, queue: str) -> None:
         if self.closed or self.connection is None:
             return None
         return super()._schedule_queue(queue)
 
-    def _on_messages_ready(self, queue, qname, messages):  # type: ignore[no-untyped-def]
+    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> int:
         if self.closed or self.connection is None:
             return 0
         return super()._on_messages_ready(queue, qname, messages)

@@ -48,13 +48,14 @@ import os
 import re
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from botocore.exceptions import ClientError
 from kombu.log import get_logger
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
-from kombu.transport.virtual.exchange import DirectExchange, TopicExchange
+from kombu.transport.virtual.exchange import DirectExchange, ExchangeType, TopicExchange
 
 from taskapp.aws import config
 from taskapp.aws.sqs import queue_is_missing
@@ -69,12 +70,8 @@ from taskapp.sqs.ephemeral import (
     delete_owned,
     ephemeral_kind,
 )
+from taskapp.sqs.kombu_channel import ChannelMixin, Payload, SQSMessage
 from taskapp.sqs.sampling import json_body, sample_task_events
-
-if TYPE_CHECKING:
-    _ChannelBase = SQS.Channel
-else:
-    _ChannelBase = object
 
 __all__ = ["MonitoringChannel", "PidboxReplyExchange", "SNS_TOPIC_EXCHANGES", "SnsTopicExchange"]
 
@@ -89,7 +86,9 @@ _REPLY_EXCHANGE = re.compile(r"^reply\.[^.]+\.pidbox$")
 class SnsTopicExchange(TopicExchange):
     """Topic exchange that publishes to SNS when the exchange is SNS-backed (``celeryev``)."""
 
-    def deliver(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
+    channel: MonitoringChannel  # set by kombu's ExchangeType.__init__
+
+    def deliver(self, message: Payload, exchange: str, routing_key: str, **kwargs: Any) -> None:
         if self.channel._exchange_is_fanout(exchange):
             self.channel._put_fanout(exchange, message, routing_key, **kwargs)
         else:
@@ -101,15 +100,16 @@ class PidboxReplyExchange(DirectExchange):
     :class:`MonitoringChannel`)."""
 
     type = "pidbox-reply"
+    channel: MonitoringChannel  # set by kombu's ExchangeType.__init__
 
-    def lookup(self, table, exchange, routing_key, default):  # type: ignore[no-untyped-def]
+    def lookup(self, table: Any, exchange: str, routing_key: str, default: str | None) -> set[str]:
         return {routing_key}
 
-    def deliver(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
+    def deliver(self, message: Payload, exchange: str, routing_key: str, **kwargs: Any) -> None:
         self.channel._put_reply(routing_key, message, **kwargs)
 
 
-class MonitoringChannel(_ChannelBase):
+class MonitoringChannel(ChannelMixin):
     """Channel mixin: SNS-backed events and remote control, and ephemeral monitoring queues."""
 
     exchange_types = {
@@ -131,18 +131,19 @@ class MonitoringChannel(_ChannelBase):
         if not self.supports_fanout:
             return False
         try:
-            kind = self.state.exchanges[exchange_name]["type"]
+            kind = (self.state.exchanges or {})[exchange_name]["type"]  # never None in kombu
         except KeyError:
             return False
         return kind == "fanout" or (kind == "topic" and exchange_name in SNS_TOPIC_EXCHANGES)
 
-    def typeof(self, exchange, default="direct"):  # type: ignore[no-untyped-def]
+    def typeof(self, exchange: str, default: str = "direct") -> ExchangeType:
         if exchange and _REPLY_EXCHANGE.match(exchange):
-            return self.exchange_types[PidboxReplyExchange.type]
+            # kombu's Channel.__init__ replaces the classes in exchange_types with instances.
+            return cast(ExchangeType, self.exchange_types[PidboxReplyExchange.type])
         return super().typeof(exchange, default)
 
     # -- names ----------------------------------------------------------------------------------
-    def canonical_queue_name(self, queue_name):  # type: ignore[no-untyped-def]
+    def canonical_queue_name(self, queue_name: str) -> str:
         if self._is_ephemeral_sqs_name(queue_name):
             return queue_name
         kind = ephemeral_kind(queue_name)
@@ -158,24 +159,24 @@ class MonitoringChannel(_ChannelBase):
         if queue is None:
             return None
         if self._is_ephemeral_sqs_name(queue) or ephemeral_kind(queue):
-            return self.canonical_queue_name(queue)  # type: ignore[no-any-return]
+            return self.canonical_queue_name(queue)
         return None
 
     # -- ephemeral queues live outside predefined_queues ----------------------------------------
-    def sqs(self, queue=None):  # type: ignore[no-untyped-def]
+    def sqs(self, queue: str | None = None) -> Any:
         return super().sqs(None if self._ephemeral(queue) else queue)
 
-    def asynsqs(self, queue=None):  # type: ignore[no-untyped-def]
+    def asynsqs(self, queue: str | None = None) -> Any:
         return super().asynsqs(None if self._ephemeral(queue) else queue)
 
-    def _resolve_queue_url(self, queue):  # type: ignore[no-untyped-def]
+    def _resolve_queue_url(self, queue: str) -> str:
         name = self._ephemeral(queue)
         if name is None:
             return super()._resolve_queue_url(queue)
         if name in self._queue_cache:
             return self._queue_cache[name]
         try:
-            url = self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
+            url: str = self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
             if queue_is_missing(exc):
                 raise DoesNotExistQueueException(f"Queue '{name}' doesn't exist") from None
@@ -183,11 +184,11 @@ class MonitoringChannel(_ChannelBase):
         self._queue_cache[name] = url
         return url
 
-    def _create_queue(self, queue_name, attributes):  # type: ignore[no-untyped-def]
+    def _create_queue(self, queue_name: str, attributes: dict[str, str]) -> dict[str, Any]:
         if not self._is_ephemeral_sqs_name(queue_name):
             return super()._create_queue(queue_name, attributes)
         now = str(int(time.time()))
-        resp = self.sqs().create_queue(
+        resp: dict[str, Any] = self.sqs().create_queue(
             QueueName=queue_name,
             Attributes={**attributes, "MessageRetentionPeriod": str(EPHEMERAL_RETENTION)},
             tags={
@@ -212,14 +213,14 @@ class MonitoringChannel(_ChannelBase):
     def _cleanup_client(self, service: str) -> Any:
         # Cleanup at exit must not hang on an endpoint that is gone.
         return self._new_boto_client(
-            service=service,  # type: ignore[arg-type]
+            service=service,
             region=self.region,
             access_key_id=self.conninfo.userid,
             secret_access_key=self.conninfo.password,
             config=config("quick"),
         )
 
-    def _delete(self, queue, exchange=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _delete(self, queue: str, exchange: str | None = None, *args: Any, **kwargs: Any) -> None:
         name = self._ephemeral(queue)
         if name is None:
             super()._delete(queue, exchange, *args, **kwargs)
@@ -234,7 +235,7 @@ class MonitoringChannel(_ChannelBase):
         delete_owned(self.sqs(), self.fanout.get_client, name, owned)
 
     # -- consuming (ephemeral queues: leases, short reply polls, blocking deletes) ---------------
-    def _receive_message(self, queue, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _receive_message(self, queue: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self._touch(queue)
         if ephemeral_kind(queue) == "reply":
             # A caller drains its reply queue with a timeout of a second or so, which a blocking
@@ -242,7 +243,9 @@ class MonitoringChannel(_ChannelBase):
             kwargs["wait_time_seconds"] = REPLY_WAIT_SECONDS
         return super()._receive_message(queue, *args, **kwargs)
 
-    def _get_async(self, queue, count=1, callback=None):  # type: ignore[no-untyped-def]
+    def _get_async(
+        self, queue: str, count: int = 1, callback: Callable[..., Any] | None = None
+    ) -> Any:
         self._touch(queue)
         return super()._get_async(queue, count, callback)
 
@@ -260,20 +263,28 @@ class MonitoringChannel(_ChannelBase):
         except ClientError as exc:
             logger.warning("could not refresh the lease of %s: %s", name, exc)
 
-    def _delete_message(self, queue_name, message):  # type: ignore[no-untyped-def]
+    def _delete_message(self, queue_name: str, message: SQSMessage) -> None:
         # kombu deletes a no-ack message with its async client, which needs an event loop that
         # Flower and `celery inspect` lack: the blocking client works everywhere.
         if self._ephemeral(queue_name) is None:
-            return super()._delete_message(queue_name, message)
+            super()._delete_message(queue_name, message)
+            return
         try:
             self.sqs().delete_message(
                 QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"]
             )
         except ClientError as exc:
             logger.debug("could not delete a message of %s: %s", queue_name, exc)
-        return None
 
-    def basic_consume(self, queue, no_ack, callback, consumer_tag, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def basic_consume(
+        self,
+        queue: str,
+        no_ack: bool,
+        callback: Callable[..., Any] | None,
+        consumer_tag: str | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> str:
         name = self._ephemeral(queue)
         if name is not None:
             try:
@@ -290,13 +301,15 @@ class MonitoringChannel(_ChannelBase):
         return super().basic_consume(queue, no_ack, callback, consumer_tag, *args, **kwargs)
 
     # -- publishing -----------------------------------------------------------------------------
-    def basic_publish(self, message, exchange, routing_key, **kwargs):  # type: ignore[no-untyped-def]
+    def basic_publish(
+        self, message: Payload, exchange: str, routing_key: str, **kwargs: Any
+    ) -> None:
         if exchange in SNS_TOPIC_EXCHANGES and (routing_key or "").startswith("task."):
             if not self._sample_task_events(message):
-                return None
+                return
         elif exchange and self._exchange_is_fanout(exchange):
             self._address_reply(message)
-        return super().basic_publish(message, exchange, routing_key, **kwargs)
+        super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def _sample_task_events(self, message: dict[str, Any]) -> bool:
         """Drop unsampled task events from ``message``; False if none is left to send."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from taskapp.sqs.deadletter import UnacceptableMessage
 
@@ -147,7 +147,7 @@ def _timestamp(value: Any, field: str) -> None:
         raise _refuse(field, f"expected an ISO 8601 time, got {value!r:.80}") from None
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from billiard.einfo import ExceptionWithTraceback
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]  # not in the stubs
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.exceptions import (
     Ignore,
@@ -42,6 +42,7 @@ from celery.worker import request as celery_request
 from celery.worker import state as worker_state
 from celery.worker.consumer import consumer as celery_consumer
 from kombu.exceptions import ContentDisallowed
+from kombu.message import Message
 from vine import promise
 
 from taskapp.errors import PermanentError, RetryableError
@@ -119,6 +120,10 @@ def _unwrap(exc: BaseException) -> BaseException:
 class Request(celery_request.Request):
     """A task request whose failures are dead-lettered with their reason before the ack."""
 
+    # Set by Celery's Request.__init__; private, so the celery-types stubs leave them out.
+    _request_dict: dict[str, Any]
+    _message: Message
+
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
     ) -> Any:
@@ -130,7 +135,7 @@ class Request(celery_request.Request):
                 attempts=int(self._request_dict.get("retries") or 0) + 1,
                 task_name=self.name,
                 task_id=self.id,
-                source_queue=self.delivery_info.get("routing_key", ""),
+                source_queue=self.delivery_info.get("routing_key") or "",
             )
             if not dead_letter_message(self._message, letter):
                 # Leave the message to SQS (redelivery, then its RedrivePolicy) rather than ack.
@@ -186,6 +191,8 @@ def _decoded(message: Any) -> Any:
 class Consumer(celery_consumer.Consumer):
     """Celery's consumer, dead-lettering poison instead of dropping, looping on it or exiting."""
 
+    connection_errors: tuple[type[BaseException], ...]  # set in __init__; not in the stubs
+
     def create_task_handler(self, promise: Any = promise) -> Any:
         on_task_received = super().create_task_handler(promise)
 
@@ -227,7 +234,8 @@ class Consumer(celery_consumer.Consumer):
         self._poison(message, refusal_reason(exc), type(exc).__name__, str(exc))
         # The strategy may have reserved a request before it raised (a time limit that is not a
         # pair fails in execute_using_pool): forget it, or heartbeats renew a deleted message.
-        for request in list(worker_state.reserved_requests | worker_state.scheduled_requests):
+        scheduled = worker_state.scheduled_requests  # type: ignore[attr-defined]  # not in the stubs
+        for request in list(worker_state.reserved_requests | scheduled):
             if getattr(request, "_message", None) is message:
                 worker_state.task_ready(request)
 
