@@ -1,7 +1,9 @@
-"""SQS plumbing shared by provisioning, the DLQ commands, Flower's Broker page and the transport.
+"""SQS plumbing shared by provisioning, the DLQ commands, Flower's Broker page, the metrics
+exporter and the transport.
 
 One answer each to "is this error a missing queue?" (by botocore error code, never by
-matching message text) and "how deep is this queue?", and SQS's size limits.
+matching message text), "how deep is this queue?" and "what sits at the front of this DLQ?",
+and SQS's size limits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "QUEUE_MISSING_CODES",
     "QueueDepth",
+    "oldest_sent_age",
+    "peek",
     "queue_depth",
     "queue_is_missing",
 ]
@@ -61,3 +65,28 @@ def queue_depth(sqs: Any, url: str) -> QueueDepth:
     counts = attrs.get("Attributes", {})
     visible, in_flight, delayed = (int(counts.get(name, 0)) for name in DEPTH_ATTRIBUTES)
     return QueueDepth(visible, in_flight, delayed)
+
+
+def peek(sqs: Any, url: str, message_attributes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Up to 10 messages of the queue at ``url``, left visible (one ReceiveMessage, visibility 0).
+
+    Only for a queue without a redrive policy (a DLQ): every peek adds one to the messages'
+    ApproximateReceiveCount, which on a work queue would push them towards its DLQ. SQS answers
+    from a sample of its servers, so a deep queue returns some of its messages, not the oldest.
+    """
+    resp = sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=BATCH,
+        VisibilityTimeout=0,
+        WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["SentTimestamp"],
+        MessageAttributeNames=list(message_attributes),
+    )
+    messages: list[dict[str, Any]] = resp.get("Messages", [])
+    return messages
+
+
+def oldest_sent_age(messages: list[dict[str, Any]], now: float) -> float | None:
+    """Seconds since the earliest ``SentTimestamp`` among ``messages`` (None if there are none)."""
+    stamps = [int(m["Attributes"]["SentTimestamp"]) for m in messages]
+    return now - min(stamps) / 1000 if stamps else None

@@ -21,7 +21,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config.settings import SettingError, Settings
-from taskapp.aws.sqs import MAX_MESSAGE_BYTES, queue_depth, queue_is_missing
+from taskapp.aws.sqs import (
+    MAX_MESSAGE_BYTES,
+    oldest_sent_age,
+    peek,
+    queue_depth,
+    queue_is_missing,
+)
 from taskapp.queues import FIFO_SUFFIX, QueueSpec
 
 __all__ = [
@@ -157,18 +163,8 @@ def _oldest_age(sqs: Any, url: str, is_dlq: bool) -> timedelta | None:
     # policy of its own, so peeking there (visibility 0) cannot push a message anywhere.
     if not is_dlq:
         return None
-    resp = sqs.receive_message(
-        QueueUrl=url,
-        MaxNumberOfMessages=10,
-        VisibilityTimeout=0,
-        WaitTimeSeconds=0,
-        MessageSystemAttributeNames=["SentTimestamp"],
-    )
-    stamps = [int(m["Attributes"]["SentTimestamp"]) for m in resp.get("Messages", [])]
-    if not stamps:
-        return None
-    sent = datetime.fromtimestamp(min(stamps) / 1000, UTC)
-    return datetime.now(UTC) - sent
+    age = oldest_sent_age(peek(sqs, url), datetime.now(UTC).timestamp())
+    return None if age is None else timedelta(seconds=age)
 
 
 def queue_status(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[QueueStatus]:
