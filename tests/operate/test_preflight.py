@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,8 @@ def start(
         argv.append(f"--port={free_port()}")
         argv.append(f"--conf={ROOT / 'config/flowerconfig.py'}")
     if role == "beat":
-        argv.append(f"--schedule={cwd / f'beat-{uuid.uuid4().hex[:6]}'}")
+        # a schedule file of its own, never in the checkout (cwd may be the repo root)
+        argv.append(f"--schedule={Path(tempfile.mkdtemp(prefix='beat-')) / 'schedule'}")
     proc = subprocess.Popen(
         argv,
         env={**os.environ, **env},
@@ -129,9 +129,11 @@ def test_an_unreachable_database_is_one_line_without_the_password(settings: Sett
     # when the schema is checked
     problem = preflight.schema_problem(with_url(settings, url))
     # then the problem is one line that says so, with the password masked
-    assert problem is not None and "\n" not in problem
+    assert problem is not None
+    assert "\n" not in problem
     assert problem.startswith("database postgresql+psycopg://app:***@127.0.0.1:"), problem
-    assert "cannot be read" in problem and secret not in problem
+    assert "cannot be read" in problem
+    assert secret not in problem
 
 
 # --- the database, in-process: partial, unknown, current, and the embedded default ---
@@ -163,7 +165,8 @@ def test_a_revision_this_code_does_not_know_is_not_sent_to_upgrade(
     # when checked
     problem = preflight.schema_problem(with_url(settings, url))
     # then it says the revision is unknown, instead of suggesting an upgrade that cannot help
-    assert problem is not None and "platform_0099, which this code does not know" in problem
+    assert problem is not None
+    assert "platform_0099, which this code does not know" in problem
     assert "taskapp db upgrade" not in problem
 
 
@@ -231,8 +234,8 @@ def test_beat_on_the_embedded_default_upgrades_it_and_starts(tmp_path: Path) -> 
 
 
 @pytest.fixture
-def fresh_prefix() -> Iterator[str]:
-    yield f"pf{uuid.uuid4().hex[:8]}-"
+def fresh_prefix() -> str:
+    return f"pf{uuid.uuid4().hex[:8]}-"
 
 
 @pytest.mark.slow
