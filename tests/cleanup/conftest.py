@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from taskapp.aws.s3 import ensure_bucket
 
 

@@ -40,18 +40,29 @@ def test_results_and_finished_idempotency_keys_past_retention_are_expired(databa
     old, new = (now - keep - timedelta(hours=1)), (now - keep + timedelta(hours=1))
     naive = {"old": old.replace(tzinfo=None), "new": new.replace(tzinfo=None)}
     with engine.begin() as conn:
-        conn.execute(insert(Task.__table__), [
-            {"task_id": f"{age}-{i}", "status": "SUCCESS", "date_done": naive[age]}
-            for age in ("old", "new") for i in range(3)
-        ])  # fmt: skip
-        conn.execute(insert(TaskSet.__table__), [
-            {"taskset_id": "old-group", "date_done": naive["old"]},
-            {"taskset_id": "new-group", "date_done": naive["new"]},
-        ])  # fmt: skip
-        conn.execute(insert(idempotency_keys), [
-            _key("done-old", "done", old), _key("done-new", "done", new),
-            _key("running-old", "running", old),
-        ])  # fmt: skip
+        conn.execute(
+            insert(Task.__table__),
+            [
+                {"task_id": f"{age}-{i}", "status": "SUCCESS", "date_done": naive[age]}
+                for age in ("old", "new")
+                for i in range(3)
+            ],
+        )
+        conn.execute(
+            insert(TaskSet.__table__),
+            [
+                {"taskset_id": "old-group", "date_done": naive["old"]},
+                {"taskset_id": "new-group", "date_done": naive["new"]},
+            ],
+        )
+        conn.execute(
+            insert(idempotency_keys),
+            [
+                _key("done-old", "done", old),
+                _key("done-new", "done", new),
+                _key("running-old", "running", old),
+            ],
+        )
     # when hygiene runs
     report = run_cleanup(HYGIENE, url=database_url, batch_size=2)
     # then only what is past retention is gone; a running key's lease is left alone
@@ -72,8 +83,14 @@ def test_results_and_finished_idempotency_keys_past_retention_are_expired(databa
 
 def _key(key: str, state: str, at: datetime) -> dict:
     stamp = at.timestamp()
-    return {"key": key, "task_name": "t", "state": state, "lease_until": stamp,
-            "updated_at": stamp, "result": None}  # fmt: skip
+    return {
+        "key": key,
+        "task_name": "t",
+        "state": state,
+        "lease_until": stamp,
+        "updated_at": stamp,
+        "result": None,
+    }
 
 
 @SQLITE_ONLY
@@ -94,10 +111,14 @@ def test_sweepers_run_and_a_missing_optional_one_is_skipped(database_url, rules_
     # then the sweeper was told which, and its counts are reported; the absent one skipped
     assert sweepers_for_tests.calls == [True, False]
     assert dry["rules"]["event-queues"] == {
-        "kind": "sweeper", "action": "would sweep", "count": 3, "unit": "items",
-        "batches": 0, "duration_s": dry["rules"]["event-queues"]["duration_s"],
+        "kind": "sweeper",
+        "action": "would sweep",
+        "count": 3,
+        "unit": "items",
+        "batches": 0,
+        "duration_s": dry["rules"]["event-queues"]["duration_s"],
         "longest_batch_s": 0.0,
-    }  # fmt: skip
+    }
     assert real["rules"]["event-queues"]["count"] == 3
     assert "not installed" in real["rules"]["absent"]["skipped"]
 

@@ -38,7 +38,8 @@ def test_a_dry_run_counts_and_changes_nothing(database_url):
     # when cleanup runs dry
     report = run_cleanup(TABLE_RULES, dry_run=True, url=database_url, now=NOW)
     # then it reports what it would touch...
-    assert report["dry_run"] is True and report["run_id"] is None
+    assert report["dry_run"] is True
+    assert report["run_id"] is None
     assert report["rules"]["events"]["count"] == expected_events > 0
     assert report["rules"]["inactive-customers"]["count"] == 5  # every 4th of 20 customers
     # ...and nothing changed: not the data, not even the runs table
@@ -109,7 +110,8 @@ def test_a_killed_run_resumes_to_the_same_end_state(database_url):
     # then the two committed batches stayed done and the run is recorded as failed
     assert old_events(database_url) == expected - 60
     (killed,) = rows(database_url, select(cleanup_runs))
-    assert killed.status == "failed" and "Killed" in killed.error
+    assert killed.status == "failed"
+    assert "Killed" in killed.error
     # when it runs again
     report = run_cleanup(TABLE_RULES, url=database_url, now=NOW, batch_size=30)
     # then it finishes the job: the end state is that of one uninterrupted run

@@ -145,7 +145,8 @@ def test_one_image_for_every_role_and_start_order(resolved: dict[str, Any]) -> N
     app_services = {SERVICE_OF_ROLE[role] for role in roles()}
     for name in app_services:
         service = services[name]
-        assert service["image"] == APP_IMAGE and service["build"]["context"] == str(ROOT), name
+        assert service["image"] == APP_IMAGE, name
+        assert service["build"]["context"] == str(ROOT), name
         deps = service["depends_on"]
         if name == "release":
             assert deps["aws"]["condition"] == "service_healthy"
@@ -177,7 +178,8 @@ def test_flower_requires_basic_auth(resolved: dict[str, Any]) -> None:
     env = flower["environment"]
     assert env["FLOWER_ADDRESS"] == "0.0.0.0"
     user, _, password = env["TASKAPP_FLOWER_BASIC_AUTH"].partition(":")
-    assert user and password
+    assert user
+    assert password
     # and the published port is bound to loopback on the host
     assert all(port.get("host_ip") == "127.0.0.1" for port in flower["ports"])
 
@@ -262,7 +264,8 @@ def test_a_fresh_clone_configures_with_working_local_defaults(fresh: dict[str, A
     # and Flower gets basic auth whose password is the placeholder it warns about
     auth = services["flower"]["environment"]["TASKAPP_FLOWER_BASIC_AUTH"]
     user, _, password = auth.partition(":")
-    assert user and password == PLACEHOLDER_PASSWORD
+    assert user
+    assert password == PLACEHOLDER_PASSWORD
 
 
 def test_env_example_spells_out_the_defaults(
@@ -289,7 +292,8 @@ def test_aws_keys_in_the_shell_never_reach_the_containers(
     result = _config(compose_binary, _fresh_clone(tmp_path), None, shell)
     assert result.returncode == 0, result.stderr
     # then the containers still get moto's dummy ones (the endpoint is always the emulator)
-    assert "AKIAREALKEY" not in result.stdout and "real-secret" not in result.stdout
+    assert "AKIAREALKEY" not in result.stdout
+    assert "real-secret" not in result.stdout
 
 
 def test_only_local_values_have_defaults() -> None:
@@ -315,7 +319,8 @@ def test_the_default_flower_password_is_a_must_change_warning(
     # then its log has one must-change warning naming the user, not the password
     (warning,) = caplog.records
     assert warning.levelno == logging.WARNING
-    assert "MUST CHANGE" in warning.getMessage() and "admin" in warning.getMessage()
+    assert "MUST CHANGE" in warning.getMessage()
+    assert "admin" in warning.getMessage()
     assert PLACEHOLDER_PASSWORD not in warning.getMessage()
     # and real credentials draw no warning
     caplog.clear()

@@ -20,7 +20,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
 
 def _module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("healthcheck", SCRIPT)
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -180,10 +180,11 @@ class TestSMTPServer:
             kwargs.update(ssl_context=self.tls_files.server_context())
         if self.credentials:
             kwargs.update(
-                authenticator=self._authenticate, auth_required=True,
+                authenticator=self._authenticate,
+                auth_required=True,
                 # aiosmtpd counts only STARTTLS as TLS; implicit TLS is encrypted from byte one.
                 auth_require_tls=self.tls == "starttls",
-            )  # fmt: skip
+            )
         self._controller = _Controller(self.state, **kwargs)
         self._controller.start()
         with self.state.lock:

@@ -14,7 +14,8 @@ CONTEXT = json.dumps({"name": "Zoë", "steps": ["Verify"], "account_url": "https
 
 def test_templates_are_listed() -> None:
     result = CliRunner().invoke(main, ["email", "templates"])
-    assert result.exit_code == 0 and "welcome" in result.output.split()
+    assert result.exit_code == 0
+    assert "welcome" in result.output.split()
 
 
 def test_preview_prints_the_rendered_mime_message() -> None:
@@ -28,4 +29,5 @@ def test_preview_prints_the_rendered_mime_message() -> None:
 def test_preview_with_a_missing_variable_exits_2_naming_it() -> None:
     result = CliRunner().invoke(main, ["email", "preview", "welcome"])
     assert result.exit_code == 2
-    assert "context: " in result.output and "'name' is undefined" in result.output
+    assert "context: " in result.output
+    assert "'name' is undefined" in result.output

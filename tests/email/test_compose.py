@@ -33,8 +33,10 @@ def test_welcome_template_renders_subject_text_and_escaped_html() -> None:
     rendered = render("welcome", WELCOME)
     # then the subject is one line, the text part is verbatim and the HTML part is escaped
     assert rendered.subject == "Welcome to taskapp, Zoë <b>"
-    assert rendered.text and "Hello Zoë <b>," in rendered.text
-    assert rendered.html and "Hello Zoë &lt;b&gt;," in rendered.html
+    assert rendered.text
+    assert "Hello Zoë <b>," in rendered.text
+    assert rendered.html
+    assert "Hello Zoë &lt;b&gt;," in rendered.html
     assert "welcome" in template_names()
 
 
@@ -52,10 +54,13 @@ def test_unknown_template_is_permanent(name: str) -> None:
 def test_templated_message_is_multipart_alternative_with_attachment_and_encoded_headers() -> None:
     # given a templated request with unicode names and an attachment
     request = EmailRequest.build(
-        "Zoë Müller <zoe@example.com>", template="welcome", context=WELCOME,
-        bcc="audit@example.com", reply_to="Support Désk <help@example.com>",
+        "Zoë Müller <zoe@example.com>",
+        template="welcome",
+        context=WELCOME,
+        bcc="audit@example.com",
+        reply_to="Support Désk <help@example.com>",
         headers={"X-Campaign": "spring"},
-    )  # fmt: skip
+    )
     pdf = Attachment("résumé.pdf", "application/pdf", b"%PDF-1.4 \x00\xff binary")
     # when it is composed
     composed = compose(
@@ -107,22 +112,31 @@ def test_explicit_subject_beats_the_template_and_a_missing_subject_is_an_error()
 
 def test_text_only_and_html_only_messages_are_single_part() -> None:
     text = compose(
-        EmailRequest.build("a@example.com", "s", body="plain"), None, [], sender=SENDER,
+        EmailRequest.build("a@example.com", "s", body="plain"),
+        None,
+        [],
+        sender=SENDER,
         idempotency_key="k",
-    )  # fmt: skip
+    )
     html = compose(
-        EmailRequest.build("a@example.com", "s", html="<p>x</p>"), None, [], sender=SENDER,
+        EmailRequest.build("a@example.com", "s", html="<p>x</p>"),
+        None,
+        [],
+        sender=SENDER,
         idempotency_key="k",
-    )  # fmt: skip
+    )
     assert parse(text.data).get_content_type() == "text/plain"
     assert parse(html.data).get_content_type() == "text/html"
 
 
 def test_message_over_the_provider_limit_is_refused() -> None:
     composed = compose(
-        EmailRequest.build("a@example.com", "s", body="x" * 5000), None, [], sender=SENDER,
+        EmailRequest.build("a@example.com", "s", body="x" * 5000),
+        None,
+        [],
+        sender=SENDER,
         idempotency_key="k",
-    )  # fmt: skip
+    )
     check_size(composed, 10_000, "smtp server")
     with pytest.raises(MessageTooLarge, match=r"^message: \d+ bytes is over the ses limit of 1000"):
         check_size(composed, 1000, "ses")

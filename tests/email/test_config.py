@@ -23,8 +23,11 @@ from taskapp.errors import PermanentError, RetryableError
 def test_smtp_url_with_starttls_credentials_and_options() -> None:
     config = SmtpConfig.from_url("smtp://us%40er:p%3Ass@mail.example.com:587?starttls=1&timeout=3")
     assert (config.host, config.port, config.starttls, config.implicit_tls) == (
-        "mail.example.com", 587, True, False,
-    )  # fmt: skip
+        "mail.example.com",
+        587,
+        True,
+        False,
+    )
     assert (config.username, config.password, config.timeout) == ("us@er", "p:ss", 3.0)
     # the password never shows in a repr (logs, tracebacks)
     assert "p:ss" not in repr(config)
@@ -112,7 +115,9 @@ def test_bulk_is_checked_once_up_front() -> None:
         None,
         {"template": "welcome", "context": {**context, "name": "all"}},
     )
-    assert len(people) == 2 and shared["name"] == "all" and options == {"template": "welcome"}
+    assert len(people) == 2
+    assert shared["name"] == "all"
+    assert options == {"template": "welcome"}
     # a variable missing for the first recipient fails the bulk, not each email
     with pytest.raises(MissingTemplateVariable, match="'name' is undefined"):
         prepare(["a@example.com"], None, {"template": "welcome", "context": context})

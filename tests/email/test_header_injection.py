@@ -80,16 +80,27 @@ def test_every_line_break_in_a_subject_is_a_permanent_error_not_a_crash(char: st
         ({"cc": [b_word("C\nBcc: v@x.org") + " <c@example.com>"]}, "cc[0]"),
         ({"reply_to": '"' + q_word("R\r\nX: y") + '" <r@example.com>'}, "reply_to[0]"),
         ({"headers": {"X-Tag": q_word("a\r\nBcc: v@x.org")}}, "headers['X-Tag']"),
-        ({"attachments": [{"filename": q_word("a\r\nX: y.txt"), "content": ""}]},
-         "attachments[0].filename"),
-        ({"attachments": [{"filename": "a.txt", "content": "",
-                           "content_type": "text/" + q_word("plain\r\nX: y")}]},
-         "attachments[0].content_type"),
+        (
+            {"attachments": [{"filename": q_word("a\r\nX: y.txt"), "content": ""}]},
+            "attachments[0].filename",
+        ),
+        (
+            {
+                "attachments": [
+                    {
+                        "filename": "a.txt",
+                        "content": "",
+                        "content_type": "text/" + q_word("plain\r\nX: y"),
+                    }
+                ]
+            },
+            "attachments[0].content_type",
+        ),
         ({"subject": q_word(q_word("nested\r\nBcc: v@x.org"))}, "subject"),
         ({"subject": "=?x-unknown*en?q?a=0D=0AX:_y?="}, "subject"),
         ({"subject": "glued" + q_word("\r\nX: y")}, "subject"),
     ],
-)  # fmt: skip
+)
 def test_encoded_line_breaks_are_refused_in_every_header_we_write(
     options: dict[str, Any], field: str
 ) -> None:
@@ -129,11 +140,17 @@ def test_composition_refuses_a_header_it_would_write_as_two_lines_even_unvalidat
     to = (Address("Ann", "ann", "example.com"),)
     unchecked = [
         (EmailRequest(to=to, subject=INVOICE, body="b"), [], "subject"),
-        (EmailRequest(to=to, subject="s", body="b", headers=(("X-Tag", INVOICE),)), [],
-         "headers['X-Tag']"),
-        (EmailRequest(to=to, subject="s", body="b"),
-         [Attachment(q_word("a\r\nX: y"), "text/plain", b"x")], "attachments[0].filename"),
-    ]  # fmt: skip
+        (
+            EmailRequest(to=to, subject="s", body="b", headers=(("X-Tag", INVOICE),)),
+            [],
+            "headers['X-Tag']",
+        ),
+        (
+            EmailRequest(to=to, subject="s", body="b"),
+            [Attachment(q_word("a\r\nX: y"), "text/plain", b"x")],
+            "attachments[0].filename",
+        ),
+    ]
     for request, attachments, field in unchecked:
         # when it is composed
         try:
@@ -141,12 +158,14 @@ def test_composition_refuses_a_header_it_would_write_as_two_lines_even_unvalidat
         except HeaderInjection as refused:
             # then an interpreter that would write the header as two lines (3.11.7, 3.12.1)
             # is stopped by our check of the folded header, which names the field
-            assert "more than one" in str(refused) and refused.field == field
+            assert "more than one" in str(refused)
+            assert refused.field == field
             continue
         # or one that encodes it safely (3.13) wrote no header of the attacker's
         assert sys.version_info >= (3, 12, 5), "3.11.7/3.12.1 must not get here"
         written = message_from_bytes(composed.data, policy=policy.default)
-        assert written.get_content_type() == "text/plain" and "X" not in written
+        assert written.get_content_type() == "text/plain"
+        assert "X" not in written
 
 
 def test_header_write_error_maps_to_header_injection_naming_the_field(
@@ -165,9 +184,11 @@ def test_header_write_error_maps_to_header_injection_naming_the_field(
     monkeypatch.setattr(compose_module, "check_header_value", lambda field, value: value)
     monkeypatch.setattr(compose_module, "_check_written", lambda msg, fields: None)
     request = EmailRequest(
-        to=(Address("Ann", "ann", "example.com"),), subject="s", body="b",
+        to=(Address("Ann", "ann", "example.com"),),
+        subject="s",
+        body="b",
         headers=(("X-Tag", q_word("a\r\nBcc: v")),),
-    )  # fmt: skip
+    )
     # when it is composed; then the generator's refusal is our permanent error
     with pytest.raises(HeaderInjection, match=r"^headers\['X-Tag'\]: folded header contains"):
         compose(request, None, [], sender=SENDER, idempotency_key="k")
@@ -191,11 +212,15 @@ def _options(where: str, value: str) -> tuple[dict[str, Any], str]:
             "attachments[0].filename",
         ),
         "template": (
-            {"subject": None, "body": None, "template": "welcome",
-             "context": {**WELCOME, "name": value}},
+            {
+                "subject": None,
+                "body": None,
+                "template": "welcome",
+                "context": {**WELCOME, "name": value},
+            },
             "subject",
         ),
-    }[where]  # fmt: skip
+    }[where]
 
 
 @st.composite
@@ -244,9 +269,35 @@ def test_encoded_words_without_line_breaks_still_send_intact(text: str, encode: 
 
 # Fragments that steer generated text into the email package's encoded-word and address parsers.
 FRAGMENTS = st.sampled_from(
-    ["=?", "?=", "?q?", "?b?", "utf-8", "x-bogus*en", "=0D", "=0A", "=C2=85", "_", '"', "<",
-     ">", "@", ",", ":", ";", "\\", "(", ")", " ", "\t", "\r\n", "\x85", "\u2028", "\\U"]
-)  # fmt: skip
+    [
+        "=?",
+        "?=",
+        "?q?",
+        "?b?",
+        "utf-8",
+        "x-bogus*en",
+        "=0D",
+        "=0A",
+        "=C2=85",
+        "_",
+        '"',
+        "<",
+        ">",
+        "@",
+        ",",
+        ":",
+        ";",
+        "\\",
+        "(",
+        ")",
+        " ",
+        "\t",
+        "\r\n",
+        "\x85",
+        "\u2028",
+        "\\U",
+    ]
+)
 HOSTILE_TEXT = st.lists(st.one_of(FRAGMENTS, st.text(max_size=4)), max_size=16).map("".join)
 
 

@@ -94,7 +94,8 @@ def test_migration_carries_sent_keys_over_and_back(blank_database_url: str) -> N
     command.upgrade(cfg, "heads")
     # then the sent key is done with its result, the in-flight one still blocks, the table is gone
     done = idempotency.claim(eng, "email.send:receipt-1", "email.send", 60)
-    assert done.done and done.result == {"message_id": "<m1@x>"}
+    assert done.done
+    assert done.result == {"message_id": "<m1@x>"}
     with eng.connect() as conn:
         moved = conn.execute(
             select(

@@ -40,13 +40,15 @@ def test_starttls_and_auth_deliver_and_report_the_queue_id(smtp_server: TestSMTP
     result = send()
     # then it arrived over TLS from an authenticated session
     (received,) = smtp_server.received
-    assert received.tls and received.authenticated
+    assert received.tls
+    assert received.authenticated
     assert received.rcpt_tos == ["ann@example.com"]
     assert received.message["Subject"] == "Hello"
     # and the result carries the Message-ID and the server's queue id
     assert result["backend"] == "smtp"
     assert result["message_id"] == received.message["Message-ID"]
-    assert result["provider_message_id"] and len(result["provider_message_id"]) == 12
+    assert result["provider_message_id"]
+    assert len(result["provider_message_id"]) == 12
 
 
 def test_implicit_tls_smtps(smtp_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +81,8 @@ def test_4xx_is_retryable_and_5xx_is_permanent(smtp_server: TestSMTPServer) -> N
         send()
     # and a later send on the same server still works
     send()
-    assert smtp_server.attempts == 3 and len(smtp_server.received) == 1
+    assert smtp_server.attempts == 3
+    assert len(smtp_server.received) == 1
 
 
 def test_wrong_password_is_a_configuration_error(
@@ -150,7 +153,8 @@ def test_multipart_attachments_and_unicode_arrive_intact(
         ["zoe@example.com", "bob@example.com", "cava@example.com", "audit@example.com"]
     )
     msg = received.message
-    assert "Bcc" not in msg and "audit@example.com" not in received.data.decode()
+    assert "Bcc" not in msg
+    assert "audit@example.com" not in received.data.decode()
     # and subject, display names, both alternatives and both attachments are intact
     assert msg["Subject"] == "Grüße aus Köln – ✓"
     assert msg["To"].addresses[0].display_name == "Zoë Müller"
@@ -165,9 +169,12 @@ def test_multipart_attachments_and_unicode_arrive_intact(
 
 
 def test_s3_attachment_problems_are_permanent_and_named(
-    smtp_server: TestSMTPServer, s3: Any, settings: Any, provisioned: Any,
+    smtp_server: TestSMTPServer,
+    s3: Any,
+    settings: Any,
+    provisioned: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("TASKAPP_EMAIL_MAX_ATTACHMENT_BYTES", "1000")
     big = f"email-tests/{uuid.uuid4().hex}/big.bin"
     s3.put_object(Bucket=settings.bucket, Key=big, Body=b"x" * 1001)

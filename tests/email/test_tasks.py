@@ -43,7 +43,8 @@ def test_send_delivers_and_returns_the_provider_id(
     sent = outcome(result)
     # then the worker delivered it over STARTTLS + AUTH, and the result names the message
     (received,) = smtp_server.received
-    assert received.tls and received.authenticated
+    assert received.tls
+    assert received.authenticated
     assert received.message["Subject"] == "Welcome to taskapp, Zoë"
     assert received.message.get_content_type() == "multipart/alternative"
     assert result.status == "SUCCESS"
@@ -76,8 +77,10 @@ def test_550_fails_after_one_attempt_and_is_dead_lettered(
     error = outcome(result)
     # then it failed permanently after a single attempt
     assert result.status == "FAILURE"
-    assert isinstance(error, DeliveryRejected) and "550 5.7.1" in str(error)
-    assert smtp_server.attempts == 1 and smtp_server.received == []
+    assert isinstance(error, DeliveryRejected)
+    assert "550 5.7.1" in str(error)
+    assert smtp_server.attempts == 1
+    assert smtp_server.received == []
     # and the message sits in the email DLQ with the reason
     letters = [
         read_reason(m.get("MessageAttributes", {}))
@@ -86,8 +89,10 @@ def test_550_fails_after_one_attempt_and_is_dead_lettered(
     mine = [letter for letter in letters if letter and letter.task_id == result.id]
     assert len(mine) == 1
     assert (mine[0].reason, mine[0].error_type, mine[0].attempts) == (
-        "permanent", "DeliveryRejected", 1,
-    )  # fmt: skip
+        "permanent",
+        "DeliveryRejected",
+        1,
+    )
 
 
 def test_forced_redelivery_of_a_sent_email_delivers_nothing_more(
@@ -139,21 +144,40 @@ def test_same_idempotency_key_under_different_task_ids_sends_once(
         ({"subject": "hi\r\nBcc: x@example.com"}, HeaderInjection, "subject"),
         # Issue 13: an encoded word decoding to CR LF, and line breaks the email package
         # itself refused with a bare ValueError (a crash, not a permanent failure).
-        ({"subject": "=?utf-8?q?Invoice=0D=0AContent-Type:_text/html=0D=0A=0D=0APay?="},
-         HeaderInjection, "subject"),
+        (
+            {"subject": "=?utf-8?q?Invoice=0D=0AContent-Type:_text/html=0D=0A=0D=0APay?="},
+            HeaderInjection,
+            "subject",
+        ),
         ({"subject": "hi\x85there"}, HeaderInjection, "subject"),
         ({"subject": "hi\u2028there"}, HeaderInjection, "subject"),
-        ({"subject": None, "template": "welcome", "body": None,
-          "context": {**WELCOME, "name": "=?utf-8?q?Zo=0D=0ABcc:_v@x.org?="}},
-         HeaderInjection, "subject"),
-        ({"template": "welcome", "context": {"name": "x"}, "body": None},
-         MissingTemplateVariable, "context"),
+        (
+            {
+                "subject": None,
+                "template": "welcome",
+                "body": None,
+                "context": {**WELCOME, "name": "=?utf-8?q?Zo=0D=0ABcc:_v@x.org?="},
+            },
+            HeaderInjection,
+            "subject",
+        ),
+        (
+            {"template": "welcome", "context": {"name": "x"}, "body": None},
+            MissingTemplateVariable,
+            "context",
+        ),
         ({"template": "no-such-template", "body": None}, UnknownTemplate, "template"),
-        ({"attachments": [{"filename": "big.bin",
-                           "content": base64.b64encode(b"x" * 2048).decode()}]},
-         AttachmentTooLarge, "attachments[0]"),
+        (
+            {
+                "attachments": [
+                    {"filename": "big.bin", "content": base64.b64encode(b"x" * 2048).decode()}
+                ]
+            },
+            AttachmentTooLarge,
+            "attachments[0]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_validation_failure_fails_with_its_error(
     worker: Any,
     smtp_server: TestSMTPServer,
@@ -176,9 +200,12 @@ def test_ses_on_moto_sends_the_raw_message(worker: Any, ses: Any, settings: Any)
     # when an email with an attachment is sent through SES
     attachment = {"filename": "note.txt", "content": base64.b64encode(b"hello").decode()}
     result = send_email.delay(
-        "Zoë <zoe@example.com>", "Grüße", body="Hallo", bcc="audit@example.com",
+        "Zoë <zoe@example.com>",
+        "Grüße",
+        body="Hallo",
+        bcc="audit@example.com",
         attachments=[attachment],
-    )  # fmt: skip
+    )
     sent = outcome(result)
     assert result.status == "SUCCESS", sent
     # then moto holds that message under the provider id we returned, Bcc in the envelope only
@@ -199,7 +226,8 @@ def test_ses_message_rejected_is_permanent(
     result = send_email.delay("ann@example.com", "s", body="b")
     error = outcome(result)
     assert result.status == "FAILURE"
-    assert isinstance(error, DeliveryRejected) and "MessageRejected" in str(error)
+    assert isinstance(error, DeliveryRejected)
+    assert "MessageRejected" in str(error)
 
 
 def test_file_backend_writes_an_eml(
@@ -240,7 +268,8 @@ def test_bulk_with_a_bad_recipient_fails_before_sending_anything(
 ) -> None:
     result = send_bulk.delay(["a@example.com", "nope"], "s", body="b")
     error = outcome(result)
-    assert isinstance(error, InvalidAddress) and str(error).startswith("recipients[1]: ")
+    assert isinstance(error, InvalidAddress)
+    assert str(error).startswith("recipients[1]: ")
     assert smtp_server.attempts == 0
 
 
@@ -262,7 +291,8 @@ def test_demo_sends_a_templated_email_and_finds_its_eml(
         sink.stop()
     # then it points at the .eml the sink wrote: templated, with the attachment
     eml = Path(lines[".eml"])
-    assert eml.parent == sink.directory and eml in sink.paths
+    assert eml.parent == sink.directory
+    assert eml in sink.paths
     (msg,) = sink.messages()
     assert msg["Subject"] == "Welcome to taskapp, Ada"
     assert [a.get_filename() for a in msg.iter_attachments()] == ["orders.csv"]

@@ -40,17 +40,23 @@ def build(**changes: Any) -> EmailRequest:
         ({"headers": {"X-Tag": "a\nBcc: v@example.com"}}, HeaderInjection, "headers['X-Tag']"),
         ({"headers": {"X Bad:Name": "v"}}, HeaderInjection, "headers['X Bad:Name']"),
         ({"headers": {"Bcc": "v@example.com"}}, EmailInputError, "headers['Bcc']"),
-        ({"attachments": [{"filename": "a\r\n.txt", "content": ""}]}, HeaderInjection,
-         "attachments[0].filename"),
+        (
+            {"attachments": [{"filename": "a\r\n.txt", "content": ""}]},
+            HeaderInjection,
+            "attachments[0].filename",
+        ),
         ({"attachments": [{"filename": "a.txt"}]}, AttachmentError, "attachments[0]"),
-        ({"attachments": [{"filename": "a.txt", "content": "", "s3_key": "k"}]},
-         AttachmentError, "attachments[0]"),
+        (
+            {"attachments": [{"filename": "a.txt", "content": "", "s3_key": "k"}]},
+            AttachmentError,
+            "attachments[0]",
+        ),
         ({"attachments": [{"content": "aGk="}]}, AttachmentError, "attachments[0].filename"),
         ({"body": None}, EmailInputError, "body"),
         ({"template": "welcome"}, EmailInputError, "template"),
         ({"context": ["not", "a", "dict"]}, EmailInputError, "context"),
     ],
-)  # fmt: skip
+)
 def test_bad_argument_is_a_permanent_error_naming_its_field(
     changes: dict[str, Any], error: type[Exception], field: str
 ) -> None:

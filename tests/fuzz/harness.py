@@ -129,17 +129,19 @@ class WorkerProcess:
         self._offset = 0
 
     def start(self, timeout: float = 60) -> None:
-        argv = [
-            sys.executable, "-m", "celery", "-A", "taskapp", "worker",
-            "--include=tests.fuzz.tasks", "-P", self.pool, "-c", str(self.concurrency),
-            "-Q", QUEUE, "-n", f"fuzz-{uuid.uuid4().hex[:6]}@%h", "--loglevel=INFO",
-        ]  # fmt: skip
+        argv = [sys.executable, "-m", "celery", "-A", "taskapp", "worker"]
+        argv += ["--include=tests.fuzz.tasks", "-P", self.pool, "-c", str(self.concurrency)]
+        argv += ["-Q", QUEUE, "-n", f"fuzz-{uuid.uuid4().hex[:6]}@%h", "--loglevel=INFO"]
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                argv,
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         if self.first_pid is None:
             self.first_pid = self.proc.pid
         deadline = time.monotonic() + timeout
@@ -199,9 +201,18 @@ def producer_app(app: Any, prefix: str, protocol: int = 2) -> Any:
     from celery import Celery
 
     other = Celery(f"fuzz-producer-{prefix}-{protocol}", set_as_current=False)
-    keys = ("broker_url", "broker_transport", "task_routes", "task_queues", "task_default_queue",
-            "task_serializer", "accept_content", "result_backend", "result_extended",
-            "result_accept_content")  # fmt: skip
+    keys = (
+        "broker_url",
+        "broker_transport",
+        "task_routes",
+        "task_queues",
+        "task_default_queue",
+        "task_serializer",
+        "accept_content",
+        "result_backend",
+        "result_extended",
+        "result_accept_content",
+    )
     other.conf.update({key: app.conf[key] for key in keys})
     other.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
@@ -216,9 +227,13 @@ def _drain(sqs: Any, url: str, expect: int, timeout: float = 30) -> list[dict[st
     deadline = time.monotonic() + timeout
     while len(got) < expect and time.monotonic() < deadline:
         resp = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60,
-            MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
-        )  # fmt: skip
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=60,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
         for message in resp.get("Messages", []):
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             got.append(message)
@@ -257,10 +272,14 @@ def signed_envelopes(
     )
     ids = {uuid_of(t): t for t in tokens}
     subprocess.run(
-        [sys.executable, "-c", script], input=json.dumps(tokens).encode(),
-        env={**env, "TASKAPP_QUEUE_PREFIX": probe_prefix}, cwd=ROOT, check=True,
-        capture_output=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        input=json.dumps(tokens).encode(),
+        env={**env, "TASKAPP_QUEUE_PREFIX": probe_prefix},
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     url = sqs.get_queue_url(QueueName=probe_prefix + QUEUE)["QueueUrl"]
     pairs = []
     for message in _drain(sqs, url, len(tokens), timeout=60):
@@ -355,9 +374,13 @@ def drain_dlq(sqs: Any, dlq_url: str) -> list[Letter]:
     letters = []
     while True:
         resp = sqs.receive_message(
-            QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=60,
-            MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
-        )  # fmt: skip
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=60,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
         messages = resp.get("Messages", [])
         if not messages:
             return letters
@@ -712,10 +735,18 @@ def run_fuzz(
     stuck = queue_depth(sqs, queues.url)
     watch.letters.extend(drain_dlq(sqs, queues.dlq_url))
     report = _account(
-        generator.seed, cases, sent, runs_since(queues.database_url, since), watch.letters, s3,
-        worker.deaths[deaths_before:], _whole_log(worker), answer, time.monotonic() - started,
+        generator.seed,
+        cases,
+        sent,
+        runs_since(queues.database_url, since),
+        watch.letters,
+        s3,
+        worker.deaths[deaths_before:],
+        _whole_log(worker),
+        answer,
+        time.monotonic() - started,
         stuck,
-    )  # fmt: skip
+    )
     report.worker_gone = not worker.check(restart)
     return report
 
@@ -729,9 +760,14 @@ class _Watch:
     """
 
     def __init__(
-        self, sqs: Any, queues: FuzzQueues, worker: WorkerProcess, restart: bool, since: float,
+        self,
+        sqs: Any,
+        queues: FuzzQueues,
+        worker: WorkerProcess,
+        restart: bool,
+        since: float,
         progress: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.sqs, self.queues, self.worker, self.restart = sqs, queues, worker, restart
         self.since, self.progress = since, progress
         self.letters: list[Letter] = []
@@ -745,8 +781,10 @@ class _Watch:
         depth = queue_depth(self.sqs, self.queues.url)
         runs = count_runs(self.queues.database_url, self.since)
         if self.progress:
-            self.progress(f"queue (visible, in flight, delayed) = {depth}, runs {runs}, "
-                          f"dead letters {len(self.letters)}")  # fmt: skip
+            self.progress(
+                f"queue (visible, in flight, delayed) = {depth}, runs {runs}, "
+                f"dead letters {len(self.letters)}"
+            )
         state = (depth, runs, len(self.letters))
         if state != self._last:
             self._last, self._changed = state, time.monotonic()
@@ -785,9 +823,13 @@ def _ping(app: Any, prefix: str, worker: WorkerProcess, restart: bool) -> str:
         # A signing worker takes signed messages only: ask from a signing process.
         script = "from taskapp import app; print(app.send_task('taskapp.ping').get(timeout=60))"
         done = subprocess.run(
-            [sys.executable, "-c", script], env=worker.env, cwd=ROOT, capture_output=True,
-            text=True, timeout=120,
-        )  # fmt: skip
+            [sys.executable, "-c", script],
+            env=worker.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return done.stdout.strip() or done.stderr.strip()[-300:]
     producer = producer_app(app, prefix)
     try:
@@ -798,10 +840,18 @@ def _ping(app: Any, prefix: str, worker: WorkerProcess, restart: bool) -> str:
 
 
 def _account(
-    seed: int, cases: list[Case], sent: dict[str, Sent], runs: list[dict[str, Any]],
-    letters: list[Letter], s3: Any, deaths: list[Death], log: str, ping: str, elapsed: float,
+    seed: int,
+    cases: list[Case],
+    sent: dict[str, Sent],
+    runs: list[dict[str, Any]],
+    letters: list[Letter],
+    s3: Any,
+    deaths: list[Death],
+    log: str,
+    ping: str,
+    elapsed: float,
     stuck: tuple[int, int, int],
-) -> Report:  # fmt: skip
+) -> Report:
     outcomes = {c.token: Outcome(c) for c in cases}
     for token, entry in sent.items():
         outcomes[token].sent = len(entry.message_ids)
@@ -835,9 +885,18 @@ def _account(
                 except ClientError:
                     missing.append(f"s3://{obj.bucket}/{obj.key} ({c.kind})")
     return Report(
-        seed, list(outcomes.values()), deaths, unattributed_runs, unattributed_letters,
-        missing, ping, log_errors(log), elapsed, stuck, log,
-    )  # fmt: skip
+        seed,
+        list(outcomes.values()),
+        deaths,
+        unattributed_runs,
+        unattributed_letters,
+        missing,
+        ping,
+        log_errors(log),
+        elapsed,
+        stuck,
+        log,
+    )
 
 
 def _owners(body: str, by_body: dict[str, list[str]], outcomes: dict[str, Outcome]) -> list[str]:

@@ -32,13 +32,16 @@ def test_no_message_stops_the_worker_and_each_ends_ran_once_or_dead_lettered(
 ) -> None:
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().getrandbits(32))
     count = int(os.environ.get("FUZZ_MESSAGES") or 300)
-    print(f"fuzz seed {seed}")
+    print(f"fuzz seed {seed}")  # noqa: T201 - shown on failure: FUZZ_SEED replays the run
     # given a live worker subprocess on the fuzz queues, and messages cloned from the wire
     templates = harness.wire_templates(app, sqs, settings.queue_prefix + "fzp-")
     generator = Generator(
-        seed, templates, fuzz_queues.bucket, fuzz_queues.foreign_bucket,
+        seed,
+        templates,
+        fuzz_queues.bucket,
+        fuzz_queues.foreign_bucket,
         harness.CLAIM_CHECK_MAX_BYTES,
-    )  # fmt: skip
+    )
     env = harness.worker_env(dict(os.environ), fuzz_queues.prefix)
     worker = harness.WorkerProcess(env, tmp_path / "worker.log")
     worker.start()
@@ -46,12 +49,19 @@ def test_no_message_stops_the_worker_and_each_ends_ran_once_or_dead_lettered(
         # when every message is sent and the queue has drained (a worker that exits is not
         # restarted here: the first exit fails the run; bench/fuzz.py restarts and goes on)
         report = harness.run_fuzz(
-            app=app, sqs=sqs, s3=s3, queues=fuzz_queues, worker=worker, generator=generator,
-            count=count, timeout=120, restart=False,
-        )  # fmt: skip
+            app=app,
+            sqs=sqs,
+            s3=s3,
+            queues=fuzz_queues,
+            worker=worker,
+            generator=generator,
+            count=count,
+            timeout=120,
+            restart=False,
+        )
     finally:
         worker.stop()
-    print(report.text())
+    print(report.text())  # noqa: T201 - the fuzz report, shown on failure
     failures = report.write_failures(tmp_path / "failures.jsonl")
     # then the worker never exited, every message ran once or is a dead letter with a reason,
     # the counts add up, and taskapp.ping answered afterwards

@@ -250,7 +250,8 @@ def test_libcurl_connects_to_the_checked_host_whatever_host_it_parsed(clean: Wor
     )
     # when libcurl performs it; then the connection went to the checked, pinned address
     response = fetch_module._perform(destination, 10**6, 2.0, 3.0)
-    assert response.status == 200 and response.body.getvalue() == BODY
+    assert response.status == 200
+    assert response.body.getvalue() == BODY
     assert [path for path, _, _ in clean.allowed.requests] == ["/pinned"]
 
 
@@ -319,10 +320,21 @@ def test_dns_answering_a_forbidden_address_for_any_spelling_is_refused(clean: Wo
 
 # Spellings of a forbidden destination, and of the allowed one, for generated URLs.
 FORBIDDEN_SPELLINGS = [
-    "localhost", "127.0.0.1", "127.1", "0x7f.0.0.1", "2130706433", "017700000001",
-    "0x7f000001", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:0:0:1]",
-    "ⓛⓞⓒⓐⓛⓗⓞⓢⓣ", "１２７.０.０.１", "127.0.0.1.nip.io",
-]  # fmt: skip
+    "localhost",
+    "127.0.0.1",
+    "127.1",
+    "0x7f.0.0.1",
+    "2130706433",
+    "017700000001",
+    "0x7f000001",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[0:0:0:0:0:0:0:1]",
+    "ⓛⓞⓒⓐⓛⓗⓞⓢⓣ",
+    "１２７.０.０.１",
+    "127.0.0.1.nip.io",
+]
 ALLOWED_SPELLINGS = ["images.example", ALLOWED_IP, "0x7f.0.0.2", "2130706434"]
 
 
@@ -406,4 +418,5 @@ def test_a_task_given_such_a_url_fails_permanently_naming_the_source(
     # then it failed as a permanent error that says which field and why, not as a crash
     assert result.status == "FAILURE"
     assert isinstance(error, InvalidURL), repr(error)
-    assert str(error).startswith("source: refused ") and reason in str(error)
+    assert str(error).startswith("source: refused ")
+    assert reason in str(error)

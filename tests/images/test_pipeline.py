@@ -67,7 +67,9 @@ def test_every_exif_orientation_is_applied_before_resizing(orientation: int, box
     image = opened(variant).convert("RGB")
     assert image.width > image.height
     r, g, b = image.getpixel((2, 2))
-    assert r > 180 and g < 80 and b < 80
+    assert r > 180
+    assert g < 80
+    assert b < 80
     assert samples.mad(image, samples.reference_thumbnail(data, box)) < 2.0
 
 
@@ -100,7 +102,9 @@ def test_animated_gif_renders_its_first_frame_as_a_still() -> None:
     # then the variant is one still frame, red
     assert getattr(image, "n_frames", 1) == 1
     r, g, b = image.convert("RGB").getpixel((30, 20))
-    assert r > 180 and g < 80 and b < 80
+    assert r > 180
+    assert g < 80
+    assert b < 80
 
 
 def test_cmyk_jpeg_is_converted_to_rgb() -> None:
@@ -110,7 +114,9 @@ def test_cmyk_jpeg_is_converted_to_rgb() -> None:
     # then the output is RGB and red
     assert image.mode == "RGB"
     r, g, b = image.getpixel((50, 30))
-    assert r > 200 and g < 60 and b < 60
+    assert r > 200
+    assert g < 60
+    assert b < 60
 
 
 @pytest.mark.parametrize(

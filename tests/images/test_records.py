@@ -14,10 +14,13 @@ def test_upload_status_moves_from_pending_to_done(database_url: str) -> None:
     records.mark_done("uploads/a.jpg", {"variants": [1]}, {"format": "JPEG"}, database_url)
     done = records.upload_status("uploads/a.jpg", database_url)
     # then the row shows each state, and the final one holds both results
-    assert pending is not None and pending["status"] == "pending"
+    assert pending is not None
+    assert pending["status"] == "pending"
     assert pending["result_id"] == "result-1"
-    assert done is not None and done["status"] == "done"
-    assert done["manifest"] == {"variants": [1]} and done["analysis"] == {"format": "JPEG"}
+    assert done is not None
+    assert done["status"] == "done"
+    assert done["manifest"] == {"variants": [1]}
+    assert done["analysis"] == {"format": "JPEG"}
     assert done["created_at"] == pending["created_at"]
 
 
@@ -25,10 +28,12 @@ def test_failure_is_recorded_and_a_resubmission_resets_it(database_url: str) -> 
     records.mark_pending("uploads/b.jpg", "r1", database_url)
     records.mark_failed("uploads/b.jpg", "NotAnImage: not an image", database_url)
     failed = records.upload_status("uploads/b.jpg", database_url)
-    assert failed is not None and (failed["status"], failed["error"]) == (
+    assert failed is not None
+    assert (failed["status"], failed["error"]) == (
         "failed",
         "NotAnImage: not an image",
     )
     records.mark_pending("uploads/b.jpg", "r2", database_url)
     again = records.upload_status("uploads/b.jpg", database_url)
-    assert again is not None and (again["status"], again["error"]) == ("pending", None)
+    assert again is not None
+    assert (again["status"], again["error"]) == ("pending", None)

@@ -158,13 +158,17 @@ def test_process_upload_records_thumbnails_and_analysis_in_the_database(
     recorded = process_upload.AsyncResult(started["result_id"]).get(**WAIT)
     # then the row is done and holds both the manifest and the analysis
     row = records.upload_status(key)
-    assert row is not None and row["status"] == "done"
+    assert row is not None
+    assert row["status"] == "done"
     assert row["manifest"] == recorded["manifest"]
     assert len(row["manifest"]["variants"]) == 4
-    assert row["analysis"]["format"] == "JPEG" and row["analysis"]["width"] == 640
+    assert row["analysis"]["format"] == "JPEG"
+    assert row["analysis"]["width"] == 640
     assert row["analysis"]["exif"]["Make"] == "TestCam"
-    assert row["analysis"]["gps_removed"] is True and "GPS" not in json.dumps(row["analysis"])
-    assert len(row["analysis"]["phash"]) == 16 and row["analysis"]["dominant_color"]
+    assert row["analysis"]["gps_removed"] is True
+    assert "GPS" not in json.dumps(row["analysis"])
+    assert len(row["analysis"]["phash"]) == 16
+    assert row["analysis"]["dominant_color"]
 
 
 def test_process_upload_of_a_bad_file_records_the_failure(
@@ -173,10 +177,12 @@ def test_process_upload_of_a_bad_file_records_the_failure(
     key = upload(s3, settings, b"%PDF-1.7 not an image we take")
     started = process_upload.delay(key).get(**WAIT)
     outcome = process_upload.AsyncResult(started["result_id"])
-    with pytest.raises(Exception):  # noqa: B017 (the chord's error, whatever its wrapper)
+    # the chord's error, whatever its wrapper, carries the task's message
+    with pytest.raises(Exception, match="PDF images are not supported"):  # noqa: B017
         outcome.get(**WAIT)
     row = records.upload_status(key)
-    assert row is not None and row["status"] == "failed"
+    assert row is not None
+    assert row["status"] == "failed"
     assert "PDF images are not supported" in row["error"]
 
 
@@ -191,7 +197,9 @@ def test_every_image_task_declares_limits_and_its_retry_policy(app: Any) -> None
     assert {"images.thumbnails", "images.analyze", "images.process_upload"} <= set(names)
     for name in names:
         task = app.tasks[name]
-        assert task.soft_time_limit and task.time_limit > task.soft_time_limit, name
+        assert task.soft_time_limit, name
+        assert task.time_limit > task.soft_time_limit, name
         assert task.autoretry_for == (RetryableError,), name
         assert task.throws == (PermanentError,), name
-        assert task.max_retries and task.retry_jitter, name
+        assert task.max_retries, name
+        assert task.retry_jitter, name

@@ -131,4 +131,5 @@ def test_warm_shutdown_releases_prefetched_messages_to_another_worker(
             # and D finished its running task before exiting
             assert result_or_whereabouts(long_, timeout=30, interval=0.1) == 1
             worker_d.wait(30)
-    assert len(effect_times(tag)) == 3 and len(effect_times(f"{tag}-long")) == 1
+    assert len(effect_times(tag)) == 3
+    assert len(effect_times(f"{tag}-long")) == 1

@@ -67,7 +67,8 @@ def _dev(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], list[in
         urls[name.strip()] = value
     deadline = time.monotonic() + 120
     while b" ready." not in (var / "log" / "worker.log").read_bytes():
-        assert dev.poll() is None and time.monotonic() < deadline, "the worker never got ready"
+        assert dev.poll() is None, "the worker exited before it got ready"
+        assert time.monotonic() < deadline, "the worker never got ready"
         time.sleep(0.1)
     return dev, urls, descendants(dev.pid)
 

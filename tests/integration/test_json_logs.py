@@ -184,7 +184,8 @@ def test_flower_writes_json_lines_and_warns_about_the_placeholder_password(
     assert any(r["message"].startswith("Visit me at") for r in records)
     # and its log says, as a warning, that the default password must change
     (warning,) = [r for r in records if "MUST CHANGE" in r["message"]]
-    assert warning["level"] == "WARNING" and "change-me" not in warning["message"]
+    assert warning["level"] == "WARNING"
+    assert "change-me" not in warning["message"]
 
 
 PROBE = """

@@ -194,7 +194,7 @@ def stack(
         )
         yield stack
     except BaseException:
-        print(stack.logs())
+        print(stack.logs())  # noqa: T201 - the stack's logs, shown with the failure
         raise
     finally:
         worker.stop()

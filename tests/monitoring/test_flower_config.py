@@ -66,7 +66,8 @@ def test_defaults_fill_only_options_nobody_set(
     # then Flower's own parse decides what was given (last wins, "" stays ""), defaults the rest
     assert options.address == (addresses[-1][1] if addresses else DEFAULTS["address"])
     assert options.inspect_timeout == (float(timeout) if timeout else DEFAULTS["inspect_timeout"])
-    assert options.enable_events is False and options.purge_offline_workers == 300
+    assert options.enable_events is False
+    assert options.purge_offline_workers == 300
 
 
 def test_basic_auth_comes_from_settings_unless_flower_was_given_one(
@@ -77,7 +78,8 @@ def test_basic_auth_comes_from_settings_unless_flower_was_given_one(
     apply_defaults(from_settings)
     flowers_own = parsed("--basic_auth=admin:other")
     apply_defaults(flowers_own)
-    assert from_settings.basic_auth == ["ops:s3cret"] and authenticated(from_settings)
+    assert from_settings.basic_auth == ["ops:s3cret"]
+    assert authenticated(from_settings)
     assert flowers_own.basic_auth == ["admin:other"]
 
 
@@ -133,7 +135,8 @@ def test_the_guard_refuses_exposed_sockets_without_auth(
     should_refuse = host in EXPOSED and auth in ([], ["--basic_auth=ops:"])
     assert (refused is not None) is should_refuse, (host, auth, refused)
     if refused:
-        assert "Flower refuses to listen" in refused and "\n" not in refused
+        assert "Flower refuses to listen" in refused
+        assert "\n" not in refused
         assert all(sock.fileno() == -1 for sock in sockets)
     else:
         assert all(sock.fileno() != -1 for sock in sockets)

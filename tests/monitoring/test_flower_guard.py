@@ -176,7 +176,8 @@ def test_every_interface_without_auth_is_refused(
     output = flower.output()
     assert flower.popen.returncode != 0, output
     refusals = [line for line in output.splitlines() if REFUSAL in line]
-    assert len(refusals) == 1 and "TASKAPP_FLOWER_BASIC_AUTH" in refusals[0], output
+    assert len(refusals) == 1, output
+    assert "TASKAPP_FLOWER_BASIC_AUTH" in refusals[0], output
     assert "Traceback" not in output, output
 
 
@@ -228,8 +229,10 @@ def test_without_conf_flower_binds_loopback_with_the_sqs_broker_page(
     # then it binds loopback only, and the project's Broker page and queue lengths answer
     assert listening(flower.port) == {"127.0.0.1"}
     status, page = flower.request("/broker")
-    assert status == 200 and "Amazon SQS" in page, page[-2000:]
+    assert status == 200, page[-2000:]
+    assert "Amazon SQS" in page, page[-2000:]
     status, body = flower.request("/api/queues/length")
     assert status == 200, body
     rows = {row["name"]: row for row in json.loads(body)["active_queues"]}
-    assert set(work_queues) <= rows.keys() and rows["default-dlq"]["dlq_of"] == "default"
+    assert set(work_queues) <= rows.keys()
+    assert rows["default-dlq"]["dlq_of"] == "default"

@@ -107,7 +107,8 @@ def test_inspect_and_control_commands_work_against_a_worker_on_sqs(stack: Stack)
     assert ping.returncode == 0, ping.stdout + ping.stderr[-2000:]
     assert json.loads(ping.stdout) == {NODE: {"ok": "pong"}}
     assert replies["ping"] == {NODE: {"ok": "pong"}}
-    assert replies["active"] == {NODE: []} and replies["reserved"] == {NODE: []}
+    assert replies["active"] == {NODE: []}
+    assert replies["reserved"] == {NODE: []}
     assert "tests.add" in replies["registered"][NODE]
     assert replies["stats"][NODE]["pool"]["max-concurrency"] == 1
     assert replies["rate_limit"] == [{NODE: {"ok": "new rate limit set successfully"}}]
@@ -123,7 +124,8 @@ def test_flower_worker_page_and_control_buttons(stack: Stack) -> None:
     shrink = stack.post(f"/api/worker/pool/shrink/{NODE}?n=1")
     limit = stack.post(f"/api/task/rate-limit/taskapp.ping?workername={NODE}&ratelimit=20/m")
     # then the page shows the worker and each command is confirmed by the worker
-    assert NODE in page and "tests.add" in page
+    assert NODE in page
+    assert "tests.add" in page
     for status, body in (grow, shrink, limit):
         assert status == 200, body
 
@@ -146,7 +148,8 @@ def test_broker_page_and_queue_lengths_show_every_queue_and_its_dlq(stack: Stack
     assert rows[WATCH_QUEUE + "-dlq"]["visible"] == before["visible"] + 1
     assert rows[WATCH_QUEUE + "-dlq"]["delayed"] == before["delayed"] + 1
     assert rows[WATCH_QUEUE + "-dlq"]["dlq_of"] == WATCH_QUEUE
-    assert "Delayed" in page and "In flight" in page
+    assert "Delayed" in page
+    assert "In flight" in page
 
 
 def test_prometheus_metrics_are_exposed(stack: Stack, finished: dict[str, Any]) -> None:
@@ -155,7 +158,8 @@ def test_prometheus_metrics_are_exposed(stack: Stack, finished: dict[str, Any]) 
     metrics = stack.get("/metrics")
     # then task events and the worker's online state are there
     assert f'flower_worker_online{{worker="{NODE}"}} 1.0' in metrics
-    assert 'type="task-succeeded"' in metrics and f'worker="{NODE}"' in metrics
+    assert 'type="task-succeeded"' in metrics
+    assert f'worker="{NODE}"' in metrics
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -206,7 +210,8 @@ def test_browser_shows_worker_tasks_and_queues(
     broker_text = page.locator("#queue-table").inner_text()
     page.screenshot(path=str(tmp_path / "broker.png"), full_page=True)
     # then the worker, the tasks with state SUCCESS, and the queues with their DLQs are shown
-    assert "tests.add" in add_text and "SUCCESS" in add_text
+    assert "tests.add" in add_text
+    assert "SUCCESS" in add_text
     for name in ("default", "default-dlq", "email", WATCH_QUEUE):
         assert name in broker_text
     assert (tmp_path / "tasks.png").stat().st_size > 0

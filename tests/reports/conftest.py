@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +24,10 @@ def orders_db(database_url: str) -> str:
 
 
 @pytest.fixture
-def app_db(orders_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def app_db(orders_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """``orders_db`` as the application database: tasks (and the in-process worker) use it."""
     monkeypatch.setenv("TASKAPP_DATABASE_URL", orders_db)
-    yield orders_db
+    return orders_db
 
 
 def order_count(url: str) -> int:

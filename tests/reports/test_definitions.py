@@ -62,7 +62,8 @@ def test_a_long_range_splits_into_contiguous_parts_in_order() -> None:
     parts = request.split(31)
     # then the parts cover the range exactly, in order, without overlap
     spans = [(date.fromisoformat(p["start"]), date.fromisoformat(p["end"])) for p in parts]
-    assert spans[0][0] == date(2025, 1, 1) and spans[-1][1] == date(2025, 3, 31)
+    assert spans[0][0] == date(2025, 1, 1)
+    assert spans[-1][1] == date(2025, 3, 31)
     assert all(
         nxt[0] == prev[1] + timedelta(days=1) for prev, nxt in zip(spans, spans[1:], strict=False)
     )

@@ -51,11 +51,13 @@ def test_report_is_uploaded_with_headers_and_a_working_presigned_url(
         'attachment; filename="orders_by_day_2025-01-01_2025-03-31.csv"'
     )
     # and the presigned URL serves the same bytes, expiring as configured
-    assert "X-Amz-Expires=600" in result["url"] and result["expires_in"] == 600
+    assert "X-Amz-Expires=600" in result["url"]
+    assert result["expires_in"] == 600
     with urllib.request.urlopen(result["url"], timeout=10) as response:
         body = response.read()
     assert body == s3_body(s3, session_bucket, result["key"])
-    assert body.count(b"\r\n") == result["rows"] + 1 and result["format"] == "csv"
+    assert body.count(b"\r\n") == result["rows"] + 1
+    assert result["format"] == "csv"
 
 
 def test_parts_merge_into_the_same_csv_and_are_then_deleted(
@@ -66,7 +68,8 @@ def test_parts_merge_into_the_same_csv_and_are_then_deleted(
     # when it is generated as three parts and merged
     merged = _in_parts("orders_by_day", QUARTER, "csv", "merged", orders_db)
     # then the file is byte for byte the same, and the parts are gone
-    assert merged["parts"] == 3 and merged["rows"] == whole["rows"]
+    assert merged["parts"] == 3
+    assert merged["rows"] == whole["rows"]
     assert s3_body(s3, session_bucket, merged["key"]) == s3_body(s3, session_bucket, whole["key"])
     assert delivery.count_objects(delivery.parts_prefix("merged")) == 0
 
@@ -96,7 +99,8 @@ def test_html_report_is_served_inline(orders_db: str, session_bucket: str, s3: A
 def test_pdf_report_is_served_inline_as_a_pdf(orders_db: str, session_bucket: str, s3: Any) -> None:
     result = _generate("orders_by_day", QUARTER, "pdf", "p", orders_db)
     head = s3.head_object(Bucket=session_bucket, Key=result["key"])
-    assert result["key"].endswith(".pdf") and result["format"] == "pdf"
+    assert result["key"].endswith(".pdf")
+    assert result["format"] == "pdf"
     assert head["ContentType"] == "application/pdf"
     assert head["ContentDisposition"].startswith("inline;")
     text = PdfReader(io.BytesIO(s3_body(s3, session_bucket, result["key"]))).pages[0].extract_text()
@@ -113,10 +117,15 @@ def test_a_big_upload_goes_multipart_and_a_failed_one_leaves_nothing(
             out.write(payload[start : start + (1 << 20)])
     # then the object is whole
     assert s3_body(s3, session_bucket, "reports/test/big.bin") == payload
+
     # and when a writer fails midway, no object appears and the multipart upload is aborted
-    with pytest.raises(RuntimeError), delivery.upload("reports/test/broken.bin", "x/y", "a") as out:
-        out.write(payload)
-        raise RuntimeError("source failed")
+    def fail_midway() -> None:
+        with delivery.upload("reports/test/broken.bin", "x/y", "a") as out:
+            out.write(payload)
+            raise RuntimeError("source failed")
+
+    with pytest.raises(RuntimeError, match="source failed"):
+        fail_midway()
     assert delivery.count_objects("reports/test/broken") == 0
     assert not s3.list_multipart_uploads(Bucket=session_bucket).get("Uploads")
 
@@ -137,5 +146,7 @@ def test_notification_carries_the_link_and_escapes_html() -> None:
     }
     message = service.notification(result)
     assert message["subject"] == "Report ready: <b>T</b>"
-    assert "https://x/y?a=1&b=2" in message["body"] and "2 h" in message["body"]
-    assert "&lt;b&gt;" in message["html"] and 'href="https://x/y?a=1&amp;b=2"' in message["html"]
+    assert "https://x/y?a=1&b=2" in message["body"]
+    assert "2 h" in message["body"]
+    assert "&lt;b&gt;" in message["html"]
+    assert 'href="https://x/y?a=1&amp;b=2"' in message["html"]

@@ -92,7 +92,8 @@ def test_html_escapes_values_and_embeds_a_png_chart() -> None:
     match = re.search(r'src="data:image/png;base64,([^"]+)"', html)
     assert match, "no embedded chart"
     image = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
-    assert image.format == "PNG" and image.size == (900, 380)
+    assert image.format == "PNG"
+    assert image.size == (900, 380)
     assert "4 rows" in html
 
 

@@ -23,9 +23,12 @@ UNICODE_ROWS = [*ROWS, (date(2025, 1, 3), "Москва · Zürich", 7, None)]
 def _pdf(rows: list[tuple[object, ...]], report: Report = REPORT) -> tuple[int, PdfReader]:
     out = io.BytesIO()
     count = pdf.write_pdf(
-        report, iter(rows), out, params={"start": "2025-01-01", "region": None},
+        report,
+        iter(rows),
+        out,
+        params={"start": "2025-01-01", "region": None},
         generated_at=GENERATED,
-    )  # fmt: skip
+    )
     return count, PdfReader(io.BytesIO(out.getvalue()))
 
 
@@ -38,8 +41,10 @@ def test_pdf_has_the_title_parameters_chart_and_every_row_in_unicode() -> None:
     count, reader = _pdf(UNICODE_ROWS)
     text = _text(reader)
     assert count == 5
-    assert reader.metadata is not None and reader.metadata.title == "Demo sales"
-    assert "Demo sales" in text and "start: 2025-01-01 · region: all" in text
+    assert reader.metadata is not None
+    assert reader.metadata.title == "Demo sales"
+    assert "Demo sales" in text
+    assert "start: 2025-01-01 · region: all" in text
     assert "5 rows · generated 2025-01-03 09:30 UTC" in text
     # values are text, in UTC, non-Latin scripts included
     assert "<script>alert(1)</script>" in text
@@ -56,7 +61,8 @@ def test_pdf_shows_a_bounded_table_but_counts_every_row(monkeypatch: pytest.Monk
     text = _text(reader)
     assert count == 4
     assert "Showing the first 2 of 4 rows" in text
-    assert "eu" in text and "<script>" not in text  # the 4th row is left out
+    assert "eu" in text
+    assert "<script>" not in text  # the 4th row is left out
 
 
 def test_without_a_unicode_font_latin_1_survives_and_the_rest_prints_as_question_marks(
@@ -70,8 +76,10 @@ def test_without_a_unicode_font_latin_1_survives_and_the_rest_prints_as_question
 
 def test_an_empty_report_is_a_valid_pdf_that_says_so() -> None:
     count, reader = _pdf([])
-    assert count == 0 and len(reader.pages) == 1
-    assert "0 rows" in _text(reader) and list(reader.pages[0].images) == []
+    assert count == 0
+    assert len(reader.pages) == 1
+    assert "0 rows" in _text(reader)
+    assert list(reader.pages[0].images) == []
 
 
 def test_many_columns_go_landscape_and_a_report_without_a_chart_has_no_image() -> None:

@@ -138,9 +138,11 @@ def test_task_activity_counts_states_failure_rate_retries_and_runtimes(database_
         email["retrying"],
         email["other"],
     ) == (6, 3, 1, 1, 1)
-    assert email["failure_rate"] == 0.25 and email["retries"] == 1
+    assert email["failure_rate"] == 0.25
+    assert email["retries"] == 1
     assert (email["runs"], email["p50_s"], email["p95_s"]) == (10, 0.5, 1.0)
-    assert by_task["reports.generate"]["runs"] == 0 and by_task["reports.generate"]["p50_s"] is None
+    assert by_task["reports.generate"]["runs"] == 0
+    assert by_task["reports.generate"]["p50_s"] is None
     # and a queue filter keeps only that queue
     only = _rows(
         database_url,

@@ -38,8 +38,10 @@ def test_generate_returns_key_url_and_rows_and_records_its_runtime(
     sent = generate_report.delay("orders_by_day", MONTH, "csv")
     result = sent.get(**WAIT)
     # then the file is in S3 under reports/, and the result says where and how big
-    assert result["key"].startswith("reports/orders_by_day/") and result["key"].endswith(".csv")
-    assert result["url"].startswith("http") and result["format"] == "csv"
+    assert result["key"].startswith("reports/orders_by_day/")
+    assert result["key"].endswith(".csv")
+    assert result["url"].startswith("http")
+    assert result["format"] == "csv"
     assert result["parts"] == 1
     assert s3_body(s3, session_bucket, result["key"]).count(b"\r\n") == result["rows"] + 1 > 1
     # and the worker recorded how long the task ran (the source of task_activity's p50/p95);
@@ -56,11 +58,14 @@ def test_a_long_range_runs_as_a_chord_and_merges_parts_in_order(
     sent = generate_report.delay("orders_by_day", QUARTER, "csv")
     result = sent.get(**WAIT)
     # then the caller's id carries the merged result (the merge inherited that id)
-    assert result["parts"] == 3 and f"/{sent.id}/" in result["key"]
+    assert result["parts"] == 3
+    assert f"/{sent.id}/" in result["key"]
     lines = s3_body(s3, session_bucket, result["key"]).decode().splitlines()
     assert lines[0] == "day,region,orders,revenue_cents"
     days = [line.split(",")[0] for line in lines[1:]]
-    assert days == sorted(days) and days[0] >= "2025-01-01" and days[-1] <= "2025-03-31"
+    assert days == sorted(days)
+    assert days[0] >= "2025-01-01"
+    assert days[-1] <= "2025-03-31"
     assert sum(int(line.split(",")[2]) for line in lines[1:]) == N_ORDERS
     assert AsyncResult(sent.id).state == "SUCCESS"
     # and no part is left behind
@@ -98,7 +103,8 @@ def test_bad_input_fails_once_naming_the_parameter(
         sent.get(**WAIT)
     assert isinstance(caught.value, PermanentError)
     assert f"parameter '{param}'" in str(caught.value)
-    assert sent.state == "FAILURE" and sent.retries == 0
+    assert sent.state == "FAILURE"
+    assert sent.retries == 0
 
 
 def test_injection_through_the_worker_is_inert(
@@ -134,6 +140,7 @@ def test_notify_emails_the_link_after_the_file_exists(
     AsyncResult(notified["task_id"]).get(**WAIT)
     (message,) = tmp_path.glob("*.eml")
     text = message.read_text()
-    assert "ops@example.com" in text and "Report ready" in text
+    assert "ops@example.com" in text
+    assert "Report ready" in text
     assert result["key"].split("/")[-1] in text.replace("=\n", "")
     s3.head_object(Bucket=session_bucket, Key=result["key"])

@@ -107,7 +107,8 @@ def test_countdowns_longer_than_visibility_run_once_when_due_and_are_never_held(
     assert 12 <= short_at - sent <= 14
     assert 70 <= long_at - sent <= 72
     time.sleep(2)  # a redelivery would show up as a second execution now
-    assert len(effect_times(short)) == 1 and len(effect_times(long_)) == 1
+    assert len(effect_times(short)) == 1
+    assert len(effect_times(long_)) == 1
 
 
 def test_long_delay_hops_several_times_and_runs_once(
@@ -121,7 +122,8 @@ def test_long_delay_hops_several_times_and_runs_once(
         result = record.apply_async((tag,), countdown=9)
         # then its state does not move until it is due
         time.sleep(6)
-        assert result.state == "PENDING" and not effect_times(tag)
+        assert result.state == "PENDING"
+        assert not effect_times(tag)
         result_or_whereabouts(result, timeout=15, interval=0.1)
     hops = [
         r for r in caplog.records if "hopped task" in r.getMessage() and result.id in r.getMessage()
@@ -197,7 +199,8 @@ def test_exhausted_retries_end_in_the_dlq_with_the_reason(
         3,
     )
     assert reason.error_message == "transient failure 3 of 99"
-    assert reason.task_name == "tests.flaky" and reason.task_id == result.id
+    assert reason.task_name == "tests.flaky"
+    assert reason.task_id == result.id
 
 
 def test_permanent_error_is_not_retried_and_is_dead_lettered(
@@ -210,7 +213,9 @@ def test_permanent_error_is_not_retried_and_is_dead_lettered(
     letters = [m for m in _dead_letters(sqs, settings, "default") if result.id in _body(m)]
     assert len(letters) == 1
     reason = read_reason(letters[0]["MessageAttributes"])
-    assert reason is not None and reason.reason == "permanent" and reason.attempts == 1
+    assert reason is not None
+    assert reason.reason == "permanent"
+    assert reason.attempts == 1
     assert reason.error_type == "PermanentError"
     time.sleep(1)
     assert len(effect_times(tag)) == 1, "a permanent error was retried"
@@ -241,10 +246,13 @@ def test_poison_messages_are_dead_lettered_and_good_tasks_complete(
     reasons = [read_reason(m.get("MessageAttributes", {})) for m in letters]
     assert all(r is not None for r in reasons)
     by_id = {r.task_id: r for r in reasons if r and r.task_id}
-    assert by_id[unknown.id].reason == "poison" and by_id[unknown.id].error_type == "NotRegistered"
-    assert by_id[misbound.id].reason == "crash" and by_id[misbound.id].error_type == "TypeError"
+    assert by_id[unknown.id].reason == "poison"
+    assert by_id[unknown.id].error_type == "NotRegistered"
+    assert by_id[misbound.id].reason == "crash"
+    assert by_id[misbound.id].error_type == "TypeError"
     anonymous = [r for r in reasons if r and not r.task_id]
-    assert len(anonymous) == 2 and {r.reason for r in anonymous} == {"poison"}
+    assert len(anonymous) == 2
+    assert {r.reason for r in anonymous} == {"poison"}
     # and the counts add up: 20 good completed + 4 bad dead-lettered = 24 sent
     assert len(effect_times(tag)) + len(letters) == 24
     # and the worker is still consuming
@@ -291,7 +299,8 @@ def test_older_entity_version_is_skipped_as_stale_not_applied(worker: Any) -> No
         lambda: older.state == "STALE", "the older version to be STALE", timeout=20, interval=0.1
     )
     assert older.info == {"stale": True, "entity": entity, "version": 1}
-    assert effect_times(f"{tag}:v1") == [] and len(effect_times(f"{tag}:v2")) == 1
+    assert effect_times(f"{tag}:v1") == []
+    assert len(effect_times(f"{tag}:v2")) == 1
 
 
 def test_retry_keeps_the_callers_idempotency_key(worker: Any) -> None:

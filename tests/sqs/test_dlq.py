@@ -73,8 +73,7 @@ def dead_letter(sqs: Any, queue: dict[str, Any]) -> Callable[..., dict[str, Any]
 
 
 def _run(*args: str) -> Any:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_list_shows_the_depth_of_every_dlq(queue: dict[str, Any], dead_letter: Any) -> None:
@@ -89,7 +88,8 @@ def test_list_shows_the_depth_of_every_dlq(queue: dict[str, Any], dead_letter: A
     rows = {r["queue"]: r for r in json.loads(result.output)}
     assert rows[queue["name"] + "-dlq"]["visible"] == 2
     assert rows[queue["name"] + "-dlq"]["source"] == queue["name"]
-    assert "email-dlq" in rows and "default-dlq" in rows
+    assert "email-dlq" in rows
+    assert "default-dlq" in rows
     assert queue["name"] + "-dlq" in table.output
 
 
@@ -108,11 +108,15 @@ def test_show_describes_dead_letters_without_consuming_them(
     assert result.exit_code == 0, result.output
     letters = {m["task_name"]: m for m in json.loads(result.output)}
     add = letters["tests.add"]
-    assert add["args"] == "(2, 3)" and add["reason"] == "permanent"
-    assert add["error"] == "InvalidAddress: no such mailbox" and add["attempts"] == 3
-    assert add["first_failure"].startswith("2026-01-02 03:04:05") and add["task_id"]
+    assert add["args"] == "(2, 3)"
+    assert add["reason"] == "permanent"
+    assert add["error"] == "InvalidAddress: no such mailbox"
+    assert add["attempts"] == 3
+    assert add["first_failure"].startswith("2026-01-02 03:04:05")
+    assert add["task_id"]
     assert letters["tests.record"]["reason"] == "max-receives"
-    assert "tests.add" in table.output and "permanent" in table.output
+    assert "tests.add" in table.output
+    assert "permanent" in table.output
     # and both are still there, visible
     assert len(_bodies(sqs, queue["dlq"])) == 2
 
@@ -144,7 +148,8 @@ def test_redrive_everything_without_move_task_support(
     result = _run("dlq", "redrive", queue["name"])
     # then every message is back in the source queue and the DLQ is empty
     assert result.exit_code == 0, result.output
-    assert "moved 3 message(s)" in result.output and "receive-send-delete" in result.output
+    assert "moved 3 message(s)" in result.output
+    assert "receive-send-delete" in result.output
     assert len(_bodies(sqs, queue["source"])) == 3
     assert _depth(sqs, queue["dlq"]) == 0
 
@@ -179,7 +184,8 @@ def test_purge_needs_yes_and_then_empties_the_dlq(
     depth_after_refusal = _depth(sqs, queue["dlq"])
     done = _run("dlq", "purge", queue["name"], "--yes")
     # then only the confirmed purge deletes it
-    assert refused.exit_code == 1 and "--yes" in refused.output
+    assert refused.exit_code == 1
+    assert "--yes" in refused.output
     assert depth_after_refusal == 1
     assert done.exit_code == 0, done.output
     assert _depth(sqs, queue["dlq"]) == 0
@@ -277,7 +283,8 @@ def test_a_dead_letter_that_cannot_be_sent_is_reported_and_visible_again(
     # then the small one moved, the command names the big one and fails
     assert result.exit_code == 1, result.output
     assert "moved 1 message(s)" in result.output
-    assert big in result.output and small not in result.output
+    assert big in result.output
+    assert small not in result.output
     assert [m["Body"] for m in _bodies(sqs, queue["source"])] == ["s" * 100]
     # and the big one is still in the DLQ, visible right away (not hidden for a minute)
     assert _counts(sqs, queue["dlq"]) == (1, 0)

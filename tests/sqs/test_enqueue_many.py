@@ -119,7 +119,8 @@ def test_batched_message_equals_the_apply_async_message(
     (outcome,) = enqueue_many([signature], app=probe)
     # then the lane queue holds two messages that differ only in their delivery tag (and the
     # milliseconds to expiry kombu derives from the time of sending)
-    assert isinstance(outcome, AsyncResult) and outcome.id == options["task_id"]
+    assert isinstance(outcome, AsyncResult)
+    assert outcome.id == options["task_id"]
     url = sqs.get_queue_url(QueueName=f"{prefix}email-high")["QueueUrl"]
     messages = drain(sqs, url, wait=6, expect=2)
     assert len(messages) == 2
@@ -146,7 +147,9 @@ def test_a_refused_entry_is_reported_and_the_rest_delivered(
     outcomes = enqueue_many(signatures, connection=conn)
     # then the big one is reported, with SQS's reason, and the other nine are in the queue
     error = outcomes[4]
-    assert isinstance(error, EnqueueError) and error.index == 4 and error.sender_fault
+    assert isinstance(error, EnqueueError)
+    assert error.index == 4
+    assert error.sender_fault
     assert error.code == "InvalidParameterValue"
     delivered = [o for i, o in enumerate(outcomes) if i != 4]
     assert all(isinstance(o, AsyncResult) for o in delivered)
@@ -219,5 +222,6 @@ def test_failed_entries_are_retried_individually_and_nothing_is_dropped() -> Non
     assert sqs.calls[2:] == [("one", ["m7"]), ("batch", ["m3"])]
     assert sorted(sqs.delivered) == sorted(f"m{i}" for i in range(12) if i != 7)
     assert [e.index for e in entries if not e.sent] == [7]
-    assert entries[7].error is not None and entries[7].error.code == "InvalidMessageContents"
+    assert entries[7].error is not None
+    assert entries[7].error.code == "InvalidMessageContents"
     assert all(e.error is None for e in entries if e.sent)

@@ -139,8 +139,10 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
     got = {}
     for body, found in letters.items():
         reason = read_reason(found[0]["MessageAttributes"])
-        assert reason is not None and reason.error_message, body[:80]
-        assert reason.source_queue == "default" and reason.attempts >= 1
+        assert reason is not None, body[:80]
+        assert reason.error_message, body[:80]
+        assert reason.source_queue == "default"
+        assert reason.attempts >= 1
         got[body] = (reason.reason, reason.error_type)
         assert len(found) == 1, f"{body[:80]} was dead-lettered {len(found)} times"
     assert got == expected
@@ -150,7 +152,8 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
     )
     # and the oversized payload never ran; dead-lettered claim checks keep their object
     assert effect_times(f"{tag}-big") == []
-    assert _exists(s3, bucket, jpeg_key) and _exists(s3, bucket, big_key)
+    assert _exists(s3, bucket, jpeg_key)
+    assert _exists(s3, bucket, big_key)
     # and no request of a dead-lettered message is left reserved (heartbeats would renew it)
     assert no_pair["headers"]["id"] not in {r.id for r in worker_state.reserved_requests}
     # and the worker still runs tasks
@@ -179,10 +182,12 @@ def test_a_pointer_outside_the_claim_check_prefix_or_bucket_is_neither_run_nor_d
     # then each is a poison dead letter, nothing ran, and both objects are still there
     letters = dead_letters_for(sqs, queue_url(sqs, settings, "default-dlq"), bodies)
     reasons = [read_reason(found[0]["MessageAttributes"]) for found in letters.values()]
-    assert len(letters) == 3 and all(len(found) == 1 for found in letters.values())
+    assert len(letters) == 3
+    assert all(len(found) == 1 for found in letters.values())
     assert {(r.reason, r.error_type) for r in reasons if r} == {("poison", "ForeignPointer")}
     assert effect_times(tag) == []
-    assert _exists(s3, bucket, foreign_key) and _exists(s3, other_bucket, other_key)
+    assert _exists(s3, bucket, foreign_key)
+    assert _exists(s3, other_bucket, other_key)
 
 
 @pytest.mark.parametrize("identity", ["task id", "header key", "kwargs key"])
@@ -209,7 +214,8 @@ def test_duplicate_of_a_completed_claim_checked_message_is_a_no_op(
         )
         result = record.apply_async((tag,), kwargs, connection=conn, **options)
     bucket, key = pointer_of({"Body": sent["MessageBody"]}) or ("", "")
-    assert key and IDEMPOTENCY_ATTRIBUTE in sent["MessageAttributes"]
+    assert key
+    assert IDEMPOTENCY_ATTRIBUTE in sent["MessageAttributes"]
     assert result_or_whereabouts(result, timeout=60, interval=0.1) == 1
     wait_for(
         lambda: not _exists(s3, bucket, key),
@@ -255,7 +261,8 @@ def test_pointer_to_a_missing_object_of_a_task_that_never_completed_is_dead_lett
     assert len(letters[body]) == 1
     attributes = letters[body][0]["MessageAttributes"]
     reason = read_reason(attributes)
-    assert reason is not None and (reason.reason, reason.error_type) == ("poison", "MissingPayload")
+    assert reason is not None
+    assert (reason.reason, reason.error_type) == ("poison", "MissingPayload")
     assert attributes[IDEMPOTENCY_ATTRIBUTE]["StringValue"] == identity
 
 
@@ -414,7 +421,8 @@ def test_any_received_body_converts_to_a_message_or_a_poison_refusal(
         # ...and a refusal is a poison dead letter to be, naming the error
         refusal = refusal_of(message)
         if refusal is not None:
-            assert refusal["reason"] == "poison" and refusal["error_type"]
+            assert refusal["reason"] == "poison"
+            assert refusal["error_type"]
             assert "task" not in message.headers  # Celery never mistakes it for a task
 
     check()

@@ -61,7 +61,8 @@ def test_worker_process_survives_unreadable_messages_and_still_runs_ping(
         assert proc.poll() is None, log.read_text()[-3000:]
     assert pong == "pong"
     # and each message was dead-lettered once, as poison
-    assert set(letters) == bodies and all(len(found) == 1 for found in letters.values())
+    assert set(letters) == bodies
+    assert all(len(found) == 1 for found in letters.values())
     reasons = [read_reason(found[0]["MessageAttributes"]) for found in letters.values()]
     assert {r.reason for r in reasons if r} == {"poison"}
     assert "Unrecoverable error" not in log.read_text()

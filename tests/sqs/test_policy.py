@@ -202,16 +202,19 @@ def test_each_role_policy_is_valid_iam_and_fits_a_managed_policy(
     # given one role's policy, with every optional statement
     policy = build_policy(_configured(settings), ACCOUNT, (role,))
     # then its grammar is IAM's: unique alphanumeric Sids, service:Action, ARNs, known conditions
-    assert policy["Version"] == "2012-10-17" and policy["Statement"]
+    assert policy["Version"] == "2012-10-17"
+    assert policy["Statement"]
     sids = [s["Sid"] for s in policy["Statement"]]
-    assert len(sids) == len(set(sids)) and all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in sids)
+    assert len(sids) == len(set(sids))
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in sids)
     for statement in policy["Statement"]:
         assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
         assert statement["Effect"] == "Allow"
         assert all(re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", a) for a in statement["Action"])
         assert all(r == "*" or r.startswith("arn:aws:") for r in statement["Resource"])
         for operator, tests in statement.get("Condition", {}).items():
-            assert operator in OPERATORS and set(tests) <= CONDITION_KEYS
+            assert operator in OPERATORS
+            assert set(tests) <= CONDITION_KEYS
     # and it fits IAM's size limit for a managed policy
     assert len(json.dumps(policy, separators=(",", ":"))) <= MANAGED_POLICY_MAX_CHARS
     # and IAM (moto's validator) accepts it as a managed policy

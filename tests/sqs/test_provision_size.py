@@ -44,7 +44,8 @@ def test_provisioning_raises_queues_created_at_256_kib_and_a_400_kb_task_then_fi
     # then every queue and DLQ takes 1 MiB, and provisioning says it changed that
     assert len(changes) == 2 * len(specs)
     for change in changes:
-        assert change.action == "updated" and "MaximumMessageSize" in change.attributes
+        assert change.action == "updated"
+        assert "MaximumMessageSize" in change.attributes
         assert _max_size(sqs, change.queue) == MAX_MESSAGE_SIZE
     # and a second run finds nothing to change
     assert {c.action for c in provision(sqs, env, specs)} == {"unchanged"}
@@ -70,5 +71,6 @@ def test_provisioning_creates_queues_and_dlqs_at_1_mib_explicitly(
     changes = provision(sqs, env, app_specs(app))
     # then every queue and DLQ was created with 1 MiB asked for
     for change in changes:
-        assert change.action == "created" and "MaximumMessageSize" in change.attributes
+        assert change.action == "created"
+        assert "MaximumMessageSize" in change.attributes
         assert _max_size(sqs, change.queue) == MAX_MESSAGE_SIZE

@@ -55,12 +55,15 @@ def test_events_and_mailboxes_use_names_the_transport_recognises(connection: Any
     mailbox = Mailbox("celery", type="fanout")
     receiver = EventReceiver(connection, app=app)
     # then they are the ones routed through SNS and treated as per-process queues
-    assert exchange.name in SNS_TOPIC_EXCHANGES and exchange.type in ("topic", "fanout")
-    assert app.control.mailbox.type == "fanout" and app.control.mailbox.namespace == "celery"
+    assert exchange.name in SNS_TOPIC_EXCHANGES
+    assert exchange.type in ("topic", "fanout")
+    assert app.control.mailbox.type == "fanout"
+    assert app.control.mailbox.namespace == "celery"
     assert ephemeral_kind(mailbox.get_reply_queue().name) == "reply"
     assert ephemeral_kind(mailbox.get_queue("celery@host.example").name) == "control"
     assert ephemeral_kind(receiver.queue.name) == "events"
-    assert ephemeral_kind("email") is None and ephemeral_kind("celery.pidbox") is None
+    assert ephemeral_kind("email") is None
+    assert ephemeral_kind("celery.pidbox") is None
 
 
 @pytest.mark.parametrize(
@@ -105,7 +108,8 @@ def test_kombu_methods_the_channel_overrides_or_calls_keep_their_signature(
 def test_kombu_sns_fanout_internals_are_still_there(connection: Any) -> None:
     channel = connection.default_channel
     subscriptions = channel.fanout.subscriptions
-    assert callable(subscriptions.subscribe_queue) and callable(subscriptions.cleanup)
+    assert callable(subscriptions.subscribe_queue)
+    assert callable(subscriptions.cleanup)
     assert isinstance(subscriptions._subscription_arn_cache, dict)
     assert "supports_fanout" in vars(SQS.Channel)
 
@@ -120,7 +124,8 @@ def test_flower_dispatch_answers_sqs_with_our_broker() -> None:
     with app.connection() as conn:
         url = conn.as_uri(include_password=True)
     broker = flower.views.Broker(url, http_api=None, broker_options={"queue_name_prefix": "x-"})
-    assert isinstance(broker, SQSBroker) and broker.prefix == "x-"
+    assert isinstance(broker, SQSBroker)
+    assert broker.prefix == "x-"
     assert flower.utils.broker.Broker is flower.views.Broker
     assert not isinstance(flower.views.Broker("amqp://guest@localhost//", http_api=None), SQSBroker)
 
@@ -174,7 +179,8 @@ def test_an_ephemeral_queue_is_tagged_named_afresh_and_deleted_with_its_subscrip
     queue.delete()
     # then it was named in the monitoring namespace, leased, subscribed, and is gone with it
     assert sqs_name.startswith(settings.queue_prefix + "mon-ev-")
-    assert float(tags[LEASE_TAG]) <= time.time() and tags["taskapp:ephemeral"] == "ev"
+    assert float(tags[LEASE_TAG]) <= time.time()
+    assert tags["taskapp:ephemeral"] == "ev"
     assert len(subs) == 1
     assert sqs_name not in _queue_names(sqs, settings)
     arns = {
@@ -210,7 +216,8 @@ def test_ephemeral_queues_work_when_work_queues_are_predefined(
         queue.delete()
         channel.close()
     # then this module created and removed it anyway
-    assert created and sqs_name not in _queue_names(sqs, settings)
+    assert created
+    assert sqs_name not in _queue_names(sqs, settings)
 
 
 def _queue_names(sqs: Any, settings: Settings) -> set[str]:
@@ -303,15 +310,18 @@ def test_sweeper_removes_expired_queues_and_orphaned_subscriptions_only(
     names_after_dry = _queue_names(sqs, settings)
     report = sweep_stale(settings, grace_seconds=600)
     # then only the expired queue and the two orphaned subscriptions are removed
-    assert dry == report and dead in names_after_dry
+    assert dry == report
+    assert dead in names_after_dry
     assert report.queues == (dead,)
     assert set(report.subscriptions) == {dead_sub, gone_sub}
     names = _queue_names(sqs, settings)
-    assert dead not in names and live in names
+    assert dead not in names
+    assert live in names
     arns = {
         s["SubscriptionArn"]
         for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     }
-    assert live_sub in arns and not {dead_sub, gone_sub} & arns
+    assert live_sub in arns
+    assert not {dead_sub, gone_sub} & arns
     sns.unsubscribe(SubscriptionArn=live_sub)
     sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=live)["QueueUrl"])

@@ -26,10 +26,10 @@ def test_every_task_has_an_explicit_dotted_name_a_family_and_limits(app: Any) ->
     for name, task in tasks.items():
         # an explicit name is not the import path Celery would invent
         assert name != f"{task.__module__}.{task.__wrapped__.__name__}", name
-        assert "." in name and (
-            family_of(name) is not Family.DEFAULT or name.startswith("taskapp.")
-        )
-        assert task.time_limit and task.soft_time_limit, f"{name} declares no time limits"
+        assert "." in name
+        assert family_of(name) is not Family.DEFAULT or name.startswith("taskapp.")
+        assert task.time_limit, f"{name} declares no hard time limit"
+        assert task.soft_time_limit, f"{name} declares no soft time limit"
         assert task.soft_time_limit < task.time_limit, name
 
 
@@ -69,7 +69,8 @@ def test_every_task_declares_its_retry_policy_and_time_limits(app: Any) -> None:
         assert PermanentError in task.throws, name
         assert task.retry_jitter is True, name
         assert 0 < task.retry_backoff <= task.retry_backoff_max, name
-        assert isinstance(task.max_retries, int) and task.max_retries >= 0, name
+        assert isinstance(task.max_retries, int), name
+        assert task.max_retries >= 0, name
 
 
 def test_api_task_names_are_registered(app: Any) -> None:

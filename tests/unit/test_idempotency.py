@@ -17,14 +17,18 @@ def test_first_claim_runs_and_a_finished_key_returns_its_result(database_url: st
     assert idempotency.claim(eng, "k1", "email.send", 60).acquired
     idempotency.complete(eng, "k1", {"message_id": "abc"})
     again = idempotency.claim(eng, "k1", "email.send", 60)
-    assert not again.acquired and again.done and again.result == {"message_id": "abc"}
+    assert not again.acquired
+    assert again.done
+    assert again.result == {"message_id": "abc"}
 
 
 def test_live_lease_makes_a_duplicate_wait(database_url: str) -> None:
     eng = engine(database_url)
     assert idempotency.claim(eng, "k2", "t", 60).acquired
     busy = idempotency.claim(eng, "k2", "t", 60)
-    assert not busy.acquired and not busy.done and 55 < busy.wait_seconds <= 60
+    assert not busy.acquired
+    assert not busy.done
+    assert 55 < busy.wait_seconds <= 60
 
 
 def test_lease_of_a_crashed_worker_expires_and_is_taken_over(database_url: str) -> None:
@@ -60,7 +64,9 @@ def test_a_taken_over_holder_cannot_complete_or_release_its_successors_claim(
     slow = idempotency.claim(eng, "k5", "t", 0.2)
     time.sleep(0.3)
     successor = idempotency.claim(eng, "k5", "t", 60)
-    assert slow.acquired and successor.acquired and slow.owner != successor.owner
+    assert slow.acquired
+    assert successor.acquired
+    assert slow.owner != successor.owner
     # when the slow holder fails (release) or finishes (complete) late
     idempotency.release(eng, "k5", slow.owner)
     assert not idempotency.complete(eng, "k5", "late", slow.owner)
@@ -76,7 +82,8 @@ def test_held_runs_the_block_once_and_then_returns_the_stored_result(database_ur
         assert not first.done
         first.result = {"sent": 1}
     with idempotency.held(eng, "k6", "t", 60) as again:
-        assert again.done and again.result == {"sent": 1}
+        assert again.done
+        assert again.result == {"sent": 1}
 
 
 def test_held_refuses_a_live_lease_and_releases_on_error_or_no_result(database_url: str) -> None:
@@ -160,7 +167,7 @@ def test_a_stored_key_over_the_column_is_refused_by_claim_itself(database_url: s
 
 def test_a_bad_key_is_also_a_value_error_so_message_checks_treat_it_as_malformed() -> None:
     # taskapp.sqs.worker.already_done catches ValueError while it reads a pointer's key
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="idempotency_key: 400 characters"):
         idempotency.key_for("t", "x" * 400)
 
 

@@ -39,7 +39,8 @@ def test_outside_a_task_a_line_has_no_task_fields() -> None:
     parsed = json.loads(line)
     assert parsed["message"] == "hello world"
     assert (parsed["level"], parsed["logger"]) == ("INFO", "taskapp.test")
-    assert "timestamp" in parsed and "process" in parsed
+    assert "timestamp" in parsed
+    assert "process" in parsed
     assert not {"task_id", "task_name", "queue", "retries"} & set(parsed)
 
 
@@ -68,7 +69,8 @@ def test_celery_data_extra_with_task_arguments_is_left_out() -> None:
 @given(st.text())
 def test_any_message_is_one_line_that_round_trips(message: str) -> None:
     line = TaskJsonFormatter().format(record("%s", message))
-    assert "\n" not in line and "\r" not in line
+    assert "\n" not in line
+    assert "\r" not in line
     assert json.loads(line)["message"] == message
 
 

@@ -133,9 +133,11 @@ def test_queue_prefix_is_what_sqs_accepts_in_a_queue_name(raw: str) -> None:
     try:
         prefix = Settings.from_env({"TASKAPP_QUEUE_PREFIX": raw}).queue_prefix
     except SettingError as error:
-        assert not valid and error.env == "TASKAPP_QUEUE_PREFIX"
+        assert not valid
+        assert error.env == "TASKAPP_QUEUE_PREFIX"
         return
-    assert prefix == (raw or "taskapp-") and (valid or raw == "")
+    assert prefix == (raw or "taskapp-")
+    assert valid or raw == ""
 
 
 @given(st.sampled_from(["predefined_queues", "record_task_runtimes"]), st.text(max_size=8))
@@ -192,7 +194,8 @@ def test_secrets_never_appear_in_repr() -> None:
     settings = Settings.from_env(
         {"TASKAPP_SMTP_URL": "smtp://bob:hunter2@mail:587", "TASKAPP_FLOWER_BASIC_AUTH": "a:s3cret"}
     )
-    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    assert "hunter2" not in repr(settings)
+    assert "s3cret" not in repr(settings)
     assert isinstance(settings.smtp_url, SecretStr)
     assert settings.smtp_url.get_secret_value() == "smtp://bob:hunter2@mail:587"
 
