@@ -1,10 +1,15 @@
 """Exactly-once effect: every task runs under an idempotency key with a lease and a stored result.
 
 SQS delivers at least once. Before a task runs, its key (the task id, or the caller's
-``idempotency_key``) is claimed in the application database with a lease as long as the task's
-hard time limit. A second delivery of a finished key returns the stored result without running
-the task again; a delivery that finds a live lease waits for it; a lease left by a crashed worker
-expires, so the work is finished by whoever comes next.
+``idempotency_key``) is claimed in the application database with a lease. A second delivery of a
+finished key returns the stored result without running the task again; a delivery that finds a
+live lease waits for it; a lease left by a crashed worker expires, so the work is finished by
+whoever comes next.
+
+In a worker the lease is short (three visibility-heartbeat intervals) and the worker's heartbeat
+renews the leases of the runs it still has, all in one statement (``renew``): a claim dies with
+its holder, a SIGKILLed worker or pool child, within three intervals, as its SQS message comes
+back. Outside a worker (no heartbeat) a claim holds for the task's hard time limit.
 
 Each claim carries an owner token. Completing or releasing a key only touches the caller's own
 claim: a holder that outlived its lease (and was taken over) cannot delete its successor's claim
@@ -19,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +44,7 @@ __all__ = [
     "MAX_STORED_KEY",
     "key_for",
     "claim",
+    "renew",
     "complete",
     "release",
     "is_done",
@@ -124,10 +130,16 @@ def _check_printable(key: str) -> None:
             )
 
 
-def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Claim:
-    """Take the lease on ``key``, or report that it is done or held by a live lease."""
+def claim(
+    engine: Engine, key: str, task_name: str, lease_seconds: float, owner: str | None = None
+) -> Claim:
+    """Take the lease on ``key``, or report that it is done or held by a live lease.
+
+    ``owner`` (at most 32 characters, unique per run) is the token the claim is held, renewed
+    and completed under; by default a fresh one.
+    """
     _check_stored(key)
-    now, owner = time.time(), uuid.uuid4().hex
+    now, owner = time.time(), owner or uuid.uuid4().hex
     row = {
         "owner": owner,
         "key": key,
@@ -150,7 +162,7 @@ def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Cla
             ).where(idempotency_keys.c.key == key)
         ).one_or_none()
         if current is None:  # released between our insert and select: try once more
-            return claim(engine, key, task_name, lease_seconds)
+            return claim(engine, key, task_name, lease_seconds, owner)
         if current.state == DONE:
             return Claim(acquired=False, done=True, result=current.result)
         taken = conn.execute(
@@ -165,6 +177,25 @@ def claim(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Cla
     if taken:
         return Claim(acquired=True, owner=owner)
     return Claim(acquired=False, wait_seconds=max(current.lease_until - now, 0.0))
+
+
+def renew(engine: Engine, owners: Collection[str], lease_seconds: float) -> int:
+    """Extend to ``lease_seconds`` from now the running claims held by ``owners``; return how many.
+
+    One statement for all of them, whatever their number: a worker calls it once per heartbeat
+    with the tokens of the runs it still has. No owners, no statement.
+    """
+    if not owners:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            update(idempotency_keys)
+            .where(
+                idempotency_keys.c.state == RUNNING,
+                idempotency_keys.c.owner.in_(sorted(owners)),
+            )
+            .values(lease_until=time.time() + lease_seconds)
+        ).rowcount
 
 
 def complete(engine: Engine, key: str, result: Any, owner: str | None = None) -> bool:

@@ -12,6 +12,7 @@ import click
 
 from config.settings import SettingError
 from taskapp.cli import aws, cleanup, db, dlq, email, local, queues, reports, settings
+from taskapp.cli.metrics import metrics
 from taskapp.logs import configure_cli_logging
 
 __all__ = ["main"]
@@ -45,5 +46,6 @@ for command in (
     reports.reports,
     dlq.dlq,
     aws.aws,
+    metrics,
 ):
     main.add_command(command)
