@@ -8,22 +8,39 @@ message of a worker that dies comes back within three intervals, not a whole tim
 
 On a warm shutdown the worker finishes its running tasks; the prefetched messages no child has
 started are handed back by the transport with visibility 0 (``Channel._put``, transport.py).
+
+The same tick sends ``runs_renewed`` with the run tokens of the requests the worker is really
+running (Celery's active requests, within their hard time limits): the app connects the renewal
+of those runs' idempotency claims to it, so a claim lives exactly as long as its SQS message is
+held. The worker's ``Request`` gives each request its token (``RUN_TOKEN`` in the request dict,
+which the pool child sees as ``task.request.taskapp_run``), because the claim is taken in the
+child while the heartbeat runs in the main process. A pool child killed mid-run leaves Celery's
+active requests, so its token stops being renewed; a killed worker renews nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps
+from celery.utils.dispatch import Signal
 from celery.worker import state as worker_state
 
 from taskapp.aws.sqs import BATCH
 
-__all__ = ["VisibilityHeartbeat", "change_visibility"]
+__all__ = ["VisibilityHeartbeat", "change_visibility", "RUN_TOKEN", "runs_renewed", "run_tokens"]
+
+#: The request-dict entry holding a run's token (a 32-character hex string).
+RUN_TOKEN = "taskapp_run"
+
+#: Sent on every heartbeat tick with ``tokens`` (a set of run tokens) and ``lease_seconds``.
+#: Celery logs and swallows what a receiver raises, so a failed renewal never stops the ticks.
+runs_renewed = Signal(name="taskapp.runs_renewed", providing_args=["tokens", "lease_seconds"])
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +78,27 @@ def change_visibility(requests: Iterable[Any], timeout: int) -> int:
     return changed
 
 
+def run_tokens(requests: Iterable[Any], now: float | None = None) -> set[str]:
+    """The run tokens of ``requests`` that started and are within their hard time limits.
+
+    The hard time limit stays a cap: a run past it is not renewed (Celery kills it in prefork).
+    """
+    now = time.time() if now is None else now
+    tokens = set()
+    for request in requests:
+        token = (getattr(request, "_request_dict", None) or {}).get(RUN_TOKEN)
+        started = getattr(request, "time_start", None)
+        if not token or not started:
+            continue
+        task = getattr(request, "task", None)
+        limit = request.time_limits[1] or getattr(task, "time_limit", None)
+        if limit is None and task is not None:
+            limit = task.app.conf.task_time_limit
+        if not limit or now - started < limit:
+            tokens.add(token)
+    return tokens
+
+
 class VisibilityHeartbeat(bootsteps.StartStopStep):
     """Consumer bootstep renewing the visibility of every message the worker holds."""
 
@@ -76,7 +114,11 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         self.tref = parent.timer.call_repeatedly(self.interval, self.beat, priority=10)
 
     def beat(self) -> None:
-        change_visibility(list(worker_state.reserved_requests), int(self.interval * 3))
+        lease = int(self.interval * 3)
+        change_visibility(list(worker_state.reserved_requests), lease)
+        # Only what is really running: a dead pool child's request has left active_requests.
+        running = run_tokens(list(worker_state.active_requests))
+        runs_renewed.send(sender=self, tokens=running, lease_seconds=lease)
 
     def stop(self, parent: Any) -> None:
         if self.tref is not None:

@@ -24,6 +24,7 @@ it and its RedrivePolicy still dead-letters it in the end: nothing is deleted wi
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]  # not in the stubs
@@ -48,6 +49,7 @@ from vine import promise
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_letter
 from taskapp.sqs.delivery import receive_count, refusal_of
+from taskapp.sqs.heartbeat import RUN_TOKEN
 from taskapp.sqs.shape import check_task_message
 
 __all__ = ["Request", "Consumer", "classify", "dead_letter_message"]
@@ -123,6 +125,12 @@ class Request(celery_request.Request):
     # Set by Celery's Request.__init__; private, so the celery-types stubs leave them out.
     _request_dict: dict[str, Any]
     _message: Message
+
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(message, *args, **kwargs)
+        # This run's token, whatever the message says: its idempotency claim is held under it,
+        # and the heartbeat renews the claim by it while the run is active (heartbeat.py).
+        self._request_dict[RUN_TOKEN] = uuid.uuid4().hex
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
