@@ -10,6 +10,7 @@ from celery import Celery, Task, signals
 from celery.exceptions import Ignore
 
 from taskapp import preflight
+from taskapp.sqs.heartbeat import RUN_TOKEN, runs_renewed
 
 __all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
 
@@ -24,7 +25,7 @@ FAMILY_PACKAGES = [
     "taskapp.reports",
 ]
 
-#: Seconds a running key's lease outlives the task's hard time limit.
+#: Seconds a running key's lease outlives the task's hard time limit (its cap).
 LEASE_GRACE = 5
 
 
@@ -106,8 +107,8 @@ class TaskappTask(Task):
         from taskapp.db import engine
 
         key, eng = self.idempotency_key(kwargs), engine()
-        lease = (self.time_limit or self.app.conf.task_time_limit or 300) + LEASE_GRACE
-        claim = idempotency.claim(eng, key, self.name, lease)
+        owner = getattr(self.request, RUN_TOKEN, None)
+        claim = idempotency.claim(eng, key, self.name, self._claim_lease(owner), owner)
         if claim.done:
             logger.info("duplicate delivery of %s, returning the stored result", key)
             return claim.result
@@ -136,6 +137,16 @@ class TaskappTask(Task):
                 "%s outlived its idempotency lease; key=%s was taken over", self.name, key
             )
         return result
+
+    def _claim_lease(self, owner: str | None) -> float:
+        """Seconds the claim holds unless renewed: the hard time limit (+ grace) caps it, and in
+        a worker (a run token) it is three heartbeat intervals, renewed by the worker's heartbeat
+        while the run is active, so a crashed run's claim is free when its message comes back."""
+        cap = (self.time_limit or self.app.conf.task_time_limit or 300) + LEASE_GRACE
+        if owner is None:
+            return cap
+        interval = self.app.conf.broker_transport_options.get("heartbeat_interval", 10)
+        return min(cap, 3 * float(interval))
 
     def _release_claim(self) -> None:
         """Give up this execution's idempotency claim, once."""
@@ -176,6 +187,23 @@ app.autodiscover_tasks(FAMILY_PACKAGES)
 app.steps["consumer"].add("taskapp.sqs.heartbeat:VisibilityHeartbeat")
 # Worker and beat refuse an unmigrated database or missing queues (taskapp/preflight.py).
 preflight.connect()
+
+
+@runs_renewed.connect
+def _renew_claims(tokens: set[str], lease_seconds: float, **_: Any) -> None:
+    """Each visibility heartbeat extends the idempotency claims of the runs the worker still has
+    (one statement for all); a dead run is left out and its claim expires."""
+    if not tokens:
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from taskapp import idempotency
+    from taskapp.db import engine
+
+    try:
+        idempotency.renew(engine(), tokens, lease_seconds)
+    except SQLAlchemyError as exc:  # the next tick tries again; the claims outlive two misses
+        logger.warning("could not renew %d idempotency claims: %r", len(tokens), exc)
 
 
 @signals.before_task_publish.connect

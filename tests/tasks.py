@@ -140,3 +140,12 @@ def sleepy(self: Any, tag: str, seconds: float) -> int:
     record_effect(f"{tag}:start", self.request.id)
     time.sleep(seconds)
     return record_effect(tag, self.request.id)
+
+
+@app.task(name="tests.record_default_limit", bind=True)
+def record_default_limit(self: Any, tag: str, sleep: float = 0.0) -> int:
+    """``tests.record`` under the default hard time limit (300 s), as most production tasks run:
+    mark the start as ``<tag>:start``, sleep, record one execution of ``tag``."""
+    record_effect(f"{tag}:start", self.request.id)
+    time.sleep(sleep)
+    return record_effect(tag, self.request.id)
