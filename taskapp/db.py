@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -43,7 +44,7 @@ metadata = MetaData(
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the worker, beat and the CLI read while one of them writes; the busy timeout
     # waits for a writer instead of failing with "database is locked". synchronous=NORMAL is
     # SQLite's recommended setting under WAL: commits survive a crash of any process and only a
@@ -122,7 +123,7 @@ def tune_result_engine(eng: Engine) -> None:
         event.listen(Task.__table__, "after_create", ddl)
 
 
-def _keep_later_state_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _keep_later_state_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     names = {
         row[0]
@@ -138,7 +139,7 @@ def _keep_later_state_sqlite(dbapi_connection, _record) -> None:  # type: ignore
     cursor.close()
 
 
-def _keep_later_state_postgres(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _keep_later_state_postgres(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(
         "SELECT to_regclass('celery_taskmeta') IS NOT NULL"

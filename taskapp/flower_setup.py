@@ -149,7 +149,7 @@ def apply_defaults(options: Any) -> None:
         credentials = load_settings().flower_basic_auth
     except SettingError as exc:
         # The same one line and status as the CLI, worker and beat give for a bad setting.
-        print(f"taskapp: configuration error: {exc}", file=sys.stderr)
+        print(f"taskapp: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - one line
         raise SystemExit(2) from None
     if credentials:
         defaults["basic_auth"] = [credentials.get_secret_value()]
@@ -171,7 +171,7 @@ def protect_metrics() -> None:
     if not getattr(Metrics.get, "taskapp_protected", False):
         protected = login_required(Metrics.get)
         protected.taskapp_protected = True  # type: ignore[attr-defined]
-        Metrics.get = protected  # type: ignore[method-assign]
+        Metrics.get = protected
 
 
 def authenticated(options: Any) -> bool:

@@ -91,7 +91,9 @@ def _after_setup_logger(logger: logging.Logger, **_: Any) -> None:
     # Celery configured the root logger and the multiprocessing logger, each with a handler.
     if use_json():
         _format_as_json(logger)
-        _format_as_json(get_multiprocessing_logger())
+        multiprocessing_logger = get_multiprocessing_logger()  # None only without billiard
+        if multiprocessing_logger is not None:
+            _format_as_json(multiprocessing_logger)
 
 
 def _after_setup_task_logger(logger: logging.Logger, **_: Any) -> None:
@@ -167,7 +169,7 @@ def hook_logs() -> None:
     signals.celeryd_after_setup.connect(_worker_banner, dispatch_uid="taskapp.logs")
     signals.beat_init.connect(_beat_banner, dispatch_uid="taskapp.logs")
     if not getattr(Beat.run, "taskapp_quiet", False):
-        Beat.run = _quiet_beat(Beat.run)
+        Beat.run = _quiet_beat(Beat.run)  # type: ignore[method-assign]  # a patch, on purpose
     # Flower sets up logging through tornado's options, not Celery's. The celery CLI imports
     # Flower's command (and tornado.options) before `-A taskapp`, so only a process that may
     # run Flower has it here; importing tornado elsewhere would cost every producer.

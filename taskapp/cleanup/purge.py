@@ -97,8 +97,13 @@ def apply_rule(
     result.duration_s = round(perf_counter() - started, 4)
     log.info(
         "cleanup.rule rule=%s table=%s action=%s rows=%d batches=%d seconds=%.3f",
-        rule.name, rule.table, result.action, result.count, result.batches, result.duration_s,
-    )  # fmt: skip
+        rule.name,
+        rule.table,
+        result.action,
+        result.count,
+        result.batches,
+        result.duration_s,
+    )
     return result
 
 
@@ -138,7 +143,7 @@ def _batches(
             on_batch(rule.name, result.count)
 
 
-def _among(pk: Any, ids: list[Any], dialect: str) -> ColumnElement[bool]:
+def _among(pk: ColumnElement[Any], ids: list[Any], dialect: str) -> ColumnElement[bool]:
     """``pk IN (ids)``; on PostgreSQL ``pk = ANY(:ids)``, one array parameter (3x faster)."""
     if dialect == "postgresql":
         return pk == any_(bindparam("ids", ids, type_=ARRAY(pk.type)))

@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
     time_limit=service.RUN_TIME_LIMIT,
     **retry_policy(backoff=60, backoff_max=1800, max_retries=3),
 )
-def run_cleanup(self: Task, rules: list[str] | str | None = None, dry_run: bool = False) -> dict:
+def run_cleanup(
+    self: Task[..., Any], rules: list[str] | str | None = None, dry_run: bool = False
+) -> dict[str, Any]:
     """Apply the retention rules (all, or those named); return per-rule counts and duration."""
     return service.run_cleanup(rules, dry_run, on_batch=_progress(self))
 
 
-def _progress(task: Task) -> Any:
+def _progress(task: Task[..., Any]) -> Any:
     """Report PROGRESS (rule, count) through the task state at most once a second."""
     last = 0.0
 

@@ -156,7 +156,7 @@ def parse_address(field_name: str, raw: object, *, strict: bool = True) -> Addre
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if len(header.addresses) != 1 or defects or not header.addresses[0].domain:
         raise InvalidAddress.at(field_name, f"{raw!r} is not one valid email address")
-    parsed = header.addresses[0]
+    parsed: Address = header.addresses[0]
     # The name as the address parser decoded it (quoted strings included).
     check_header_value(field_name, parsed.display_name)
     if not strict:

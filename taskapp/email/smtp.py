@@ -139,7 +139,7 @@ def _transact(conn: smtplib.SMTP, composed: Composed) -> tuple[str, dict[str, st
         if code not in (250, 251):
             refused[recipient] = (code, reply)
     if len(refused) == len(composed.recipients):
-        raise smtplib.SMTPRecipientsRefused(refused)  # type: ignore[arg-type]
+        raise smtplib.SMTPRecipientsRefused(refused)
     code, reply = conn.data(composed.data)
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)

@@ -54,7 +54,7 @@ USER_AGENT = "taskapp-images/1 (+pycurl)"
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[..., list[tuple]]
+Resolver = Callable[..., list[tuple[Any, ...]]]
 
 #: A DNS label as hosts are really named (underscores included); 63 characters at most.
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")

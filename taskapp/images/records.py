@@ -71,7 +71,9 @@ def mark_pending(key: str, result_id: str | None, url: str | None = None) -> Non
     )
 
 
-def mark_done(key: str, manifest: dict, analysis: dict, url: str | None = None) -> None:
+def mark_done(
+    key: str, manifest: dict[str, Any], analysis: dict[str, Any], url: str | None = None
+) -> None:
     """``key`` was processed: keep the thumbnail manifest and the analysis."""
     _save(key, {"status": DONE, "manifest": manifest, "analysis": analysis, "error": None}, url)
 

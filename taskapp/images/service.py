@@ -106,7 +106,9 @@ def variant_key(source_sha256: str, size: int, fmt: OutputFormat) -> str:
     return f"{KEY_PREFIX}/{source_sha256[:16]}/{size}-{digest}.{fmt.extension}"
 
 
-def _entry(key: str, size: int, fmt: OutputFormat, width: int, height: int, n: int) -> dict:
+def _entry(
+    key: str, size: int, fmt: OutputFormat, width: int, height: int, n: int
+) -> dict[str, Any]:
     return {
         "key": key,
         "size": size,
@@ -118,7 +120,9 @@ def _entry(key: str, size: int, fmt: OutputFormat, width: int, height: int, n: i
     }
 
 
-def _existing(s3: Any, bucket: str, key: str, size: int, fmt: OutputFormat) -> dict | None:
+def _existing(
+    s3: Any, bucket: str, key: str, size: int, fmt: OutputFormat
+) -> dict[str, Any] | None:
     head = storage.head_object(s3, bucket, key)
     meta = (head or {}).get("Metadata") or {}
     try:
@@ -171,7 +175,7 @@ def _render(
 
 def _upload(
     s3: Any, bucket: str, key: str, variant: pipeline.Variant, sha: str, source_key: str | None
-) -> dict:
+) -> dict[str, Any]:
     metadata = {
         "width": str(variant.width),
         "height": str(variant.height),

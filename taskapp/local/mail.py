@@ -63,7 +63,4 @@ class MailSink:
 
     def messages(self) -> list[EmailMessage]:
         """Every received message, parsed."""
-        return [
-            message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
-            for p in self.paths
-        ]
+        return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in self.paths]

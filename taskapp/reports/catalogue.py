@@ -104,7 +104,9 @@ def _state_counts(
 def _runtimes(
     conn: Connection, start: date, end: date, queue: str | None
 ) -> dict[tuple[str, str], tuple[int, float | None, float | None]]:
-    as_utc = lambda d: datetime(d.year, d.month, d.day, tzinfo=UTC)  # noqa: E731
+    def as_utc(d: date) -> datetime:
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
     cond = and_(task_runs.c.finished_at >= as_utc(start), task_runs.c.finished_at < as_utc(end))
     if queue is not None:
         cond = and_(cond, task_runs.c.queue == queue)

@@ -36,7 +36,7 @@ def nice_ceiling(value: float) -> float:
     """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least ``value``."""
     if value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power: float = 10 ** math.floor(math.log10(value))  # int ** int is Any to mypy
     for step in (1, 2, 2.5, 5, 10):
         if step * power >= value:
             return step * power

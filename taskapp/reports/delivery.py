@@ -59,6 +59,7 @@ def report_key(name: str, report_id: str, filename: str) -> str:
 
 
 def parts_prefix(report_id: str) -> str:
+    """Where the parts of a big report wait for the merge."""
     return f"{PREFIX}parts/{report_id}/"
 
 
@@ -159,7 +160,7 @@ def open_object(key: str) -> IO[bytes]:
     """The body of ``key`` as a readable binary stream."""
     with s3_errors(f"get {key}"):
         body = client("s3").get_object(Bucket=load_settings().bucket, Key=key)["Body"]
-    return io.BufferedReader(body, buffer_size=256 * 1024)  # type: ignore[arg-type]
+    return io.BufferedReader(body, buffer_size=256 * 1024)
 
 
 def count_objects(prefix: str) -> int:

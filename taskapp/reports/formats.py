@@ -156,7 +156,8 @@ def _new_sheet(workbook: Workbook, report: Report, number: int) -> Any:
 def _letter(index: int) -> str:
     from openpyxl.utils import get_column_letter
 
-    return get_column_letter(index + 1)
+    letter: str = get_column_letter(index + 1)  # openpyxl is untyped
+    return letter
 
 
 # --- HTML -----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ NOTE_COLOUR = (161, 92, 0)
 TEXT, MUTED = (34, 34, 34), (102, 102, 102)
 
 
-class _Document(FPDF):  # type: ignore[misc]
+class _Document(FPDF):
     """An A4 document in one font, Unicode if a font file is given, else Latin-1 Helvetica."""
 
     def __init__(self, landscape: bool, font: Path | None) -> None:
