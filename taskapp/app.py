@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
 from celery.exceptions import Ignore
@@ -34,7 +34,23 @@ LEASE_GRACE = 5
 HEADER_OPTIONS = ("idempotency_key", "entity", "entity_version")
 
 
-class TaskappTask(Task):
+if TYPE_CHECKING:
+    from celery.app.task import Context
+
+    class TaskappContext(Context):
+        """A task request with taskapp's headers, which Celery copies onto it as attributes."""
+
+        idempotency_key: str | None
+        entity: str | None
+        entity_version: int  # read only with entity; taskapp/sqs/shape.py refuses a non-int
+        taskapp_claim: dict[str, Any]
+
+    _TaskBase = Task[..., Any]
+else:
+    _TaskBase = Task  # celery's Task is generic only in the stubs
+
+
+class TaskappTask(_TaskBase):
     """Base of every task: dead letters with reasons, exactly-once effect, ordering guard.
 
     Call options:
@@ -50,6 +66,11 @@ class TaskappTask(Task):
     Strategy = "taskapp.sqs.signing:strategy"
     #: Run under an idempotency key (Celery's own ``celery.*`` tasks never do).
     idempotent = True
+
+    if TYPE_CHECKING:
+
+        @property
+        def request(self) -> TaskappContext: ...
 
     def apply_async(
         self,
@@ -77,7 +98,7 @@ class TaskappTask(Task):
         from taskapp.ordering import advance
 
         version = int(self.request.entity_version)
-        if advance(eng, str(entity), version, self.request.id):
+        if advance(eng, str(entity), version, self.request.id or ""):
             return False
         logger.warning("skipping stale %s for %s version %s", self.name, entity, version)
         return True
