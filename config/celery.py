@@ -19,7 +19,7 @@ try:
     settings = load_settings()
 except SettingError as exc:
     # Every process (worker, beat, flower, producers) stops here with one clear line.
-    print(f"taskapp: configuration error: {exc}", file=sys.stderr)
+    print(f"taskapp: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - no logging yet
     raise SystemExit(2) from exc
 
 # The transport subclass keeps the "sqs://" URL (boto3 resolves endpoint and credentials) and
@@ -59,9 +59,13 @@ broker_transport_options = {
 # Share of tasks whose events reach monitoring; worker heartbeats are always sent.
 broker_transport_options["event_sample_rate"] = settings.event_sample_rate
 if settings.predefined_queues:
-    from taskapp.sqs.admin.provision import predefined_queues
+    from taskapp.preflight import queues_missing_line, refuse
+    from taskapp.sqs.admin.provision import QueuesMissing, predefined_queues
 
-    broker_transport_options["predefined_queues"] = predefined_queues(settings)
+    try:
+        broker_transport_options["predefined_queues"] = predefined_queues(settings)
+    except QueuesMissing as missing:  # one line and exit 2, as the worker's own check does
+        refuse(queues_missing_line(missing.names))
 if settings.sts_role_arn:
     # https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.SQS.html
     broker_transport_options["sts_role_arn"] = settings.sts_role_arn

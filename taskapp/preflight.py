@@ -29,7 +29,7 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "Refusal",
@@ -39,6 +39,8 @@ __all__ = [
     "check_worker",
     "connect",
     "missing_queues",
+    "queues_missing_line",
+    "refuse",
     "schema_problem",
     "worker_queue_names",
 ]
@@ -46,8 +48,6 @@ __all__ = [
 UPGRADE_COMMAND = "taskapp db upgrade"
 PROVISION_COMMAND = "taskapp queues provision"
 BUCKET_COMMAND = "taskapp aws bucket"
-#: ListQueues returns at most this many URLs a page.
-_PAGE = 1000
 _BUCKET_MISSING = ("404", "NoSuchBucket", "NotFound")
 
 
@@ -105,6 +105,17 @@ def check_flower() -> None:
 
     settings = load_settings()
     _exit_on([lambda: schema_problem(settings)])
+
+
+def refuse(line: str) -> NoReturn:
+    """Print the one line ``taskapp: LINE`` and exit 2, as a failed start-up check does."""
+    _say(line)
+    raise SystemExit(2)
+
+
+def queues_missing_line(names: Iterable[str]) -> str:
+    """The one line for missing queues (full names), naming the command that creates them."""
+    return f"queues missing: {', '.join(names)}: run `{PROVISION_COMMAND}`"
 
 
 def _exit_on(checks: Iterable[Any]) -> None:
@@ -285,38 +296,10 @@ def worker_queue_names(app: Any) -> list[str]:
 def missing_queues(sqs: Any, prefix: str, names: Iterable[str]) -> list[str]:
     """Which of ``names`` (without ``prefix``) do not exist: one ListQueues, then GetQueueUrl
     for each name it did not list."""
-    from botocore.exceptions import ClientError
+    from taskapp.aws.sqs import resolve_queue_urls
 
-    from taskapp.aws.sqs import queue_is_missing
-
-    wanted = list(names)
-    listed = _listed(sqs, prefix)
-    missing = []
-    for name in (n for n in wanted if prefix + n not in listed):
-        try:
-            sqs.get_queue_url(QueueName=prefix + name)
-        except ClientError as exc:
-            if not queue_is_missing(exc):
-                raise
-            missing.append(name)
-    return missing
-
-
-def _listed(sqs: Any, prefix: str) -> set[str]:
-    """Names of the queues whose name starts with ``prefix`` (empty if listing is denied)."""
-    from botocore.exceptions import ClientError
-
-    names: set[str] = set()
-    request: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": _PAGE}
-    try:
-        while True:
-            page = sqs.list_queues(**request)
-            names.update(url.rsplit("/", 1)[-1] for url in page.get("QueueUrls", []))
-            if not page.get("NextToken"):
-                return names
-            request["NextToken"] = page["NextToken"]
-    except ClientError:
-        return names  # no sqs:ListQueues: GetQueueUrl answers for each name instead
+    _, missing = resolve_queue_urls(sqs, prefix, [prefix + name for name in names])
+    return [name.removeprefix(prefix) for name in missing]
 
 
 def _queue_problem(settings: Any, names: list[str]) -> str | None:
@@ -332,8 +315,7 @@ def _queue_problem(settings: Any, names: list[str]) -> str | None:
         return None  # SQS unreachable or refusing: the broker connection reports that itself
     if not missing:
         return None
-    listed = ", ".join(settings.queue_prefix + name for name in missing)
-    return f"queues missing: {listed}: run `{PROVISION_COMMAND}`"
+    return queues_missing_line(settings.queue_prefix + name for name in missing)
 
 
 def bucket_problem(settings: Any) -> str | None:

@@ -23,6 +23,8 @@ __all__ = [
     "peek",
     "queue_depth",
     "queue_is_missing",
+    "queue_urls",
+    "resolve_queue_urls",
 ]
 
 #: Entries per batch call (SendMessageBatch, DeleteMessageBatch,
@@ -33,6 +35,8 @@ MAX_MESSAGE_BYTES = 1_048_576
 
 #: Error codes of a queue that does not exist: the query protocol's and the JSON protocol's.
 QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+#: Queue URLs per ListQueues page (SQS's largest).
+LIST_PAGE = 1000
 #: The three approximate counts of GetQueueAttributes, in :class:`QueueDepth`'s field order.
 DEPTH_ATTRIBUTES = (
     "ApproximateNumberOfMessages",
@@ -90,3 +94,43 @@ def oldest_sent_age(messages: list[dict[str, Any]], now: float) -> float | None:
     """Seconds since the earliest ``SentTimestamp`` among ``messages`` (None if there are none)."""
     stamps = [int(m["Attributes"]["SentTimestamp"]) for m in messages]
     return now - min(stamps) / 1000 if stamps else None
+
+
+def queue_urls(sqs: Any, prefix: str) -> dict[str, str]:
+    """URL of every queue whose name starts with ``prefix``, by name (one ListQueues a page).
+
+    Empty if listing is denied (no ``sqs:ListQueues``): callers then ask GetQueueUrl per name.
+    """
+    urls: dict[str, str] = {}
+    request: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": LIST_PAGE}
+    try:
+        while True:
+            page = sqs.list_queues(**request)
+            urls.update((url.rsplit("/", 1)[-1], url) for url in page.get("QueueUrls", []))
+            if not page.get("NextToken"):
+                return urls
+            request["NextToken"] = page["NextToken"]
+    except ClientError:
+        return urls
+
+
+def resolve_queue_urls(sqs: Any, prefix: str, names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The URLs of ``names`` (full queue names under ``prefix``), and the names that do not exist.
+
+    One ListQueues, then GetQueueUrl only for a name the listing did not show (eventual
+    consistency, or no permission to list). Other errors propagate.
+    """
+    listed = queue_urls(sqs, prefix)
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for name in names:
+        if name in listed:
+            found[name] = listed[name]
+            continue
+        try:
+            found[name] = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if not queue_is_missing(exc):
+                raise
+            missing.append(name)
+    return found, missing

@@ -257,6 +257,23 @@ def test_a_worker_refuses_missing_queues_and_bucket_naming_them(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_a_worker_on_predefined_queues_refuses_missing_ones_in_one_line(
+    provisioned: Any, fresh_prefix: str
+) -> None:
+    # given production mode (queue URLs resolved when the config loads), nothing provisioned
+    env = {"TASKAPP_QUEUE_PREFIX": fresh_prefix, "TASKAPP_PREDEFINED_QUEUES": "true"}
+    # when a worker starts
+    code, err = start("worker", env)
+    # then it exits 2 with one line naming every missing queue, not a QueueDoesNotExist traceback
+    assert code == 2, err[-3000:]
+    (line,) = taskapp_lines(err)
+    assert line.startswith(f"taskapp: queues missing: {fresh_prefix}default, "), line
+    assert line.endswith(": run `taskapp queues provision`"), line
+    assert f"{fresh_prefix}email-dlq" in line
+    assert "Traceback" not in err
+
+
 class CallCounter:
     """Counts the AWS operations a client makes (botocore's own event hook, no mock)."""
 

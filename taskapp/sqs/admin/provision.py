@@ -38,6 +38,7 @@ __all__ = [
     "provision",
     "queue_status",
     "predefined_queues",
+    "QueuesMissing",
     "app_specs",
 ]
 
@@ -186,18 +187,30 @@ def queue_status(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> li
     return rows
 
 
+class QueuesMissing(LookupError):
+    """Queues a process needs do not exist; ``names`` are their full names."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
 def predefined_queues(settings: Settings) -> dict[str, dict[str, str]]:
-    """kombu ``predefined_queues`` for every provisioned queue and DLQ (GetQueueUrl only)."""
+    """kombu ``predefined_queues`` for every provisioned queue and DLQ.
+
+    One ListQueues (GetQueueUrl only for a name it did not show); :class:`QueuesMissing` names
+    every queue that does not exist, instead of failing on the first.
+    """
     from taskapp.aws import client
+    from taskapp.aws.sqs import resolve_queue_urls
     from taskapp.queues import dlq_name, queue_names
 
-    sqs = client("sqs", settings)
-    result = {}
-    for name in queue_names():
-        for sqs_name in (settings.queue_prefix + name, settings.queue_prefix + dlq_name(name)):
-            url = sqs.get_queue_url(QueueName=sqs_name)["QueueUrl"]
-            result[sqs_name] = {"url": url}
-    return result
+    prefix = settings.queue_prefix
+    wanted = [prefix + n for name in queue_names() for n in (name, dlq_name(name))]
+    urls, missing = resolve_queue_urls(client("sqs", settings), prefix, wanted)
+    if missing:
+        raise QueuesMissing(missing)
+    return {name: {"url": urls[name]} for name in wanted}
 
 
 def app_specs(app: Any) -> list[QueueSpec]:
