@@ -45,8 +45,9 @@ def apply_hygiene_rule(
         return _sweep(rule, dry_run)
     # Platform tables appear when their owner first writes: never an error to find none.
     optional = replace(rule, optional=True)
-    return apply_rule(engine, optional, now, dry_run=dry_run, batch_size=batch_size,
-                      on_batch=on_batch)  # fmt: skip
+    return apply_rule(
+        engine, optional, now, dry_run=dry_run, batch_size=batch_size, on_batch=on_batch
+    )
 
 
 def _sweep(rule: SweeperRule, dry_run: bool) -> StepResult:

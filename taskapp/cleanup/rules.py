@@ -28,9 +28,16 @@ ACTIONS = ("delete", "anonymize")
 TIMESTAMP_FORMATS = ("datetime", "epoch")
 _AGE_KEYS = {"max_age_days": 86400, "max_age_hours": 3600, "max_age_seconds": 1}
 _TABLE_KEYS = {
-    "name", "table", "timestamp", "timestamp_format", "where", "action", "replace",
-    "batch_size", "optional",
-}  # fmt: skip
+    "name",
+    "table",
+    "timestamp",
+    "timestamp_format",
+    "where",
+    "action",
+    "replace",
+    "batch_size",
+    "optional",
+}
 _STORAGE_KEYS = {"name", "prefix", "max_age_hours", "orphaned_by", "min_age_hours"}
 _SWEEPER_KEYS = {"name", "sweeper", "optional"}
 
@@ -81,8 +88,9 @@ class RetentionRule:
         if action == "delete" and replace:
             raise RuleError(name, "'replace' only applies to action 'anonymize'")
         batch = raw.get("batch_size")
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
-                                  or batch < 1):  # fmt: skip
+        if batch is not None and (
+            isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
+        ):
             raise RuleError(name, f"batch_size must be a positive integer, not {batch!r}")
         fmt = raw.get("timestamp_format", "datetime")
         if fmt not in TIMESTAMP_FORMATS:
@@ -91,9 +99,17 @@ class RetentionRule:
         if not isinstance(where, Mapping):
             raise RuleError(name, "'where' must be a mapping of column to value")
         return cls(
-            name, table, column, _age(name, raw), action, dict(replace), batch,
-            bool(raw.get("optional", False)), fmt, dict(where),
-        )  # fmt: skip
+            name,
+            table,
+            column,
+            _age(name, raw),
+            action,
+            dict(replace),
+            batch,
+            bool(raw.get("optional", False)),
+            fmt,
+            dict(where),
+        )
 
 
 @dataclass(frozen=True)

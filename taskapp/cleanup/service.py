@@ -59,8 +59,9 @@ def run_cleanup(
     report["run_id"] = run_id
     began, status = perf_counter(), "failed"
     try:
-        for name, result in _steps(engine, selected, settings, now, dry_run, batch_size,
-                                   on_batch, s3):  # fmt: skip
+        for name, result in _steps(
+            engine, selected, settings, now, dry_run, batch_size, on_batch, s3
+        ):
             report["rules"][name] = result.as_dict()
         status = "succeeded"
     except BaseException as exc:
@@ -74,8 +75,12 @@ def run_cleanup(
             finish_run(engine, run_id, status, report)
         log.info(
             "cleanup.run run_id=%s dry_run=%s status=%s total=%d seconds=%.3f",
-            run_id, dry_run, status, report["total"], report["duration_s"],
-        )  # fmt: skip
+            run_id,
+            dry_run,
+            status,
+            report["total"],
+            report["duration_s"],
+        )
     return report
 
 

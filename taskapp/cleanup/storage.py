@@ -52,8 +52,12 @@ def apply_storage_rule(
     result.duration_s = round(perf_counter() - started, 4)
     log.info(
         "cleanup.storage rule=%s prefix=%s action=%s objects=%d seconds=%.3f",
-        rule.name, rule.prefix, result.action, result.count, result.duration_s,
-    )  # fmt: skip
+        rule.name,
+        rule.prefix,
+        result.action,
+        result.count,
+        result.duration_s,
+    )
     return result
 
 

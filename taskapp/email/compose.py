@@ -162,9 +162,11 @@ def _check_written(msg: EmailMessage, fields: dict[str, str]) -> None:
             folded = msg.policy.fold_binary(name, value)
             if folded.endswith(linesep) and not _UNFOLDED_BREAK.search(folded[: -len(linesep)]):
                 continue
-            field = fields.get(name.lower(), "message") if index is None else (
-                _attachment_field(index, name)
-            )  # fmt: skip
+            field = (
+                fields.get(name.lower(), "message")
+                if index is None
+                else _attachment_field(index, name)
+            )
             raise HeaderInjection.at(
                 field, f"would be written as more than one {name} header line (header injection)"
             )

@@ -49,9 +49,18 @@ def send_email(
 ) -> dict[str, Any]:
     """Render and deliver one email once; return its Message-ID and the provider's id."""
     request = EmailRequest.build(
-        to, subject, body=body, html=html, template=template, context=context, cc=cc, bcc=bcc,
-        reply_to=reply_to, attachments=attachments, headers=headers,
-    )  # fmt: skip
+        to,
+        subject,
+        body=body,
+        html=html,
+        template=template,
+        context=context,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        attachments=attachments,
+        headers=headers,
+    )
     # A header (``apply_async(idempotency_key=...)``) wins over the argument, as for every task.
     key = self.resolve_idempotency_key(idempotency_key)
     return service.send(request, idempotency_key=key, lease=SEND_LEASE)
@@ -85,11 +94,14 @@ def send_bulk(
     for chunk in chunks:
         group(
             send_email.s(
-                person.to, subject, context={**shared, **person.context},
-                idempotency_key=f"{base_key}:{person.index}", **options,
+                person.to,
+                subject,
+                context={**shared, **person.context},
+                idempotency_key=f"{base_key}:{person.index}",
+                **options,
             )
             for person in chunk.recipients
-        ).apply_async(countdown=chunk.countdown)  # fmt: skip
+        ).apply_async(countdown=chunk.countdown)
     return {
         "recipients": len(people),
         "chunks": len(chunks),
