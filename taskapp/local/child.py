@@ -96,7 +96,7 @@ def _status(code: object) -> int:
         return 0
     if isinstance(code, int):
         return code & 0xFF
-    print(code, file=sys.stderr)
+    print(code, file=sys.stderr)  # noqa: T201 - as sys.exit(message) prints it
     return 1
 
 
