@@ -260,5 +260,5 @@ def _validate_queue_plan(**_: object) -> None:
         effective_specs(app_specs(app), load_settings())
     except SettingError as exc:
         # Celery logs and swallows exceptions raised by signal handlers; exit instead.
-        print(f"taskapp: configuration error: {exc}", file=sys.stderr)
+        print(f"taskapp: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - one line
         raise SystemExit(2) from exc
