@@ -247,7 +247,8 @@ def decode(data: bytes, *, max_pixels: int, largest: int | None = None) -> Decod
     if source_format == "JPEG" and max(stored) > gap:
         drafted = image.draft(None, fit(*stored, gap))
         if drafted is not None:
-            box = tuple(float(v) for v in drafted[1])  # type: ignore[assignment]
+            x0, y0, x1, y1 = drafted[1]  # the box of the drafted image in the original
+            box = (float(x0), float(y0), float(x1), float(y1))
     try:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

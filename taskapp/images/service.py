@@ -124,12 +124,14 @@ def _existing(
     s3: Any, bucket: str, key: str, size: int, fmt: OutputFormat
 ) -> dict[str, Any] | None:
     head = storage.head_object(s3, bucket, key)
-    meta = (head or {}).get("Metadata") or {}
+    if head is None:
+        return None  # absent: render it
+    meta = head.get("Metadata") or {}
     try:
         width, height = int(meta["width"]), int(meta["height"])
     except (KeyError, ValueError):
         return None  # absent, or not written by us: render it again
-    return _entry(key, size, fmt, width, height, int(head["ContentLength"]))  # type: ignore[index]
+    return _entry(key, size, fmt, width, height, int(head["ContentLength"]))
 
 
 def make_thumbnails(request: ThumbnailRequest, settings: Settings | None = None) -> dict[str, Any]:
