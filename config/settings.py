@@ -304,6 +304,11 @@ class Settings(BaseSettings):
         description="`user:password` for Flower; required when Flower binds a non-loopback "
         "address.",
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address `taskapp metrics` listens on; `--host` overrides it. Its metrics "
+        "carry no secrets, but queue names and worker host names: keep it off public networks.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log line format: key=value text or JSON."
     )

@@ -12,7 +12,7 @@ __all__ = ["metrics"]
 
 
 @click.command("metrics")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", help="Address to listen on.  [default: TASKAPP_METRICS_HOST, 127.0.0.1]")
 @click.option("--port", default=9808, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--interval",
@@ -21,13 +21,15 @@ __all__ = ["metrics"]
     type=click.FloatRange(min=1),
     help="Seconds between two reads of SQS, S3 and the database: the scrape interval.",
 )
-def metrics(host: str, port: int, interval: float) -> None:
+def metrics(host: str | None, port: int, interval: float) -> None:
     """Serve Prometheus metrics on http://HOST:PORT/metrics until stopped."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     from taskapp.metrics import Exporter
 
-    exporter = Exporter(load_settings(), interval)
+    settings = load_settings()
+    host = host or settings.metrics_host
+    exporter = Exporter(settings, interval)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(exporter)
     server, _ = start_http_server(port, addr=host, registry=registry)

@@ -35,6 +35,7 @@ SERVICE_OF_ROLE = {
     "high": "worker-high",
     "beat": "beat",
     "flower": "flower",
+    "metrics": "metrics",
     "release": "release",
 }
 APP_IMAGE = "taskapp:local"
