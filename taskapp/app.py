@@ -128,8 +128,7 @@ class TaskappTask(_TaskBase):
         from taskapp.db import engine
 
         key, eng = self.idempotency_key(kwargs), engine()
-        owner = getattr(self.request, RUN_TOKEN, None)
-        claim = idempotency.claim(eng, key, self.name, self._claim_lease(owner), owner)
+        claim = idempotency.claim(eng, key, self.name, self.claim_lease(), self.run_token)
         if claim.done:
             logger.info("duplicate delivery of %s, returning the stored result", key)
             return claim.result
@@ -159,12 +158,19 @@ class TaskappTask(_TaskBase):
             )
         return result
 
-    def _claim_lease(self, owner: str | None) -> float:
-        """Seconds the claim holds unless renewed: the hard time limit (+ grace) caps it, and in
-        a worker (a run token) it is three heartbeat intervals, renewed by the worker's heartbeat
-        while the run is active, so a crashed run's claim is free when its message comes back."""
-        cap = (self.time_limit or self.app.conf.task_time_limit or 300) + LEASE_GRACE
-        if owner is None:
+    @property
+    def run_token(self) -> str | None:
+        """This run's token in a worker (claims held under it are renewed while it runs)."""
+        return getattr(self.request, RUN_TOKEN, None)
+
+    def claim_lease(self, cap: float | None = None) -> float:
+        """Seconds a claim of this run holds unless renewed: ``cap`` (default: the hard time
+        limit + grace) at most, and in a worker three heartbeat intervals, renewed by the
+        worker's heartbeat while the run is active, so a crashed run's claim is free when its
+        message comes back."""
+        if cap is None:
+            cap = (self.time_limit or self.app.conf.task_time_limit or 300) + LEASE_GRACE
+        if self.run_token is None:
             return cap
         interval = self.app.conf.broker_transport_options.get("heartbeat_interval", 10)
         return min(cap, 3 * float(interval))

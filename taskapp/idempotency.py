@@ -255,15 +255,17 @@ class Held:
 
 
 @contextmanager
-def held(engine: Engine, key: str, task_name: str, lease_seconds: float) -> Iterator[Held]:
+def held(
+    engine: Engine, key: str, task_name: str, lease_seconds: float, owner: str | None = None
+) -> Iterator[Held]:
     """Run the block at most once per ``key``: set ``Held.result`` in it to record the key done.
 
     A done key yields ``done=True`` with the stored result (the block must not redo the work);
     a live lease raises ``KeyBusy``. An exception, or leaving ``result`` unset, releases the
     claim. If recording fails after the work is done, the claim stays and blocks duplicates for
-    its lease: failing now would only invite a repeat.
+    its lease: failing now would only invite a repeat. ``owner`` is as for ``claim``.
     """
-    current = claim(engine, key, task_name, lease_seconds)
+    current = claim(engine, key, task_name, lease_seconds, owner)
     if current.done:
         yield Held(done=True, result=current.result)
         return

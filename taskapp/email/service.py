@@ -36,6 +36,7 @@ def send(
     lease: float,
     settings: Settings | None = None,
     backend: Backend | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """Deliver ``request`` unless ``idempotency_key`` was already sent; return the send's result.
 
@@ -50,6 +51,7 @@ def send(
             idempotency.key_for(TASK_NAME, key),
             TASK_NAME,
             lease,
+            owner,
         ) as claim:
             if claim.done:
                 logger.info("email already sent, not sending again key=%s", key)

@@ -15,7 +15,8 @@ from taskapp.retry import retry_policy
 __all__ = ["send_email", "send_bulk"]
 
 SEND_TIME_LIMIT = 45
-#: A claim outlives the hard time limit, so a running send is never doubled (taskapp.idempotency).
+#: The cap of a send's claim: it outlives the hard time limit, so a running send is never
+#: doubled (taskapp.idempotency); in a worker the claim is shorter and renewed by the heartbeat.
 SEND_LEASE = SEND_TIME_LIMIT + 15
 
 
@@ -63,7 +64,11 @@ def send_email(
     )
     # A header (``apply_async(idempotency_key=...)``) wins over the argument, as for every task.
     key = self.resolve_idempotency_key(idempotency_key)
-    return service.send(request, idempotency_key=key, lease=SEND_LEASE)
+    # Under this run's token: the worker's heartbeat renews the claim while the send runs, so
+    # after a crash the redelivery waits about three heartbeat intervals, not the whole lease.
+    return service.send(
+        request, idempotency_key=key, lease=self.claim_lease(SEND_LEASE), owner=self.run_token
+    )
 
 
 @app.task(
