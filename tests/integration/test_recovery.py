@@ -120,3 +120,40 @@ def test_after_a_sigkill_of_a_pool_child_the_same_worker_completes_it_within_the
         _completed_within_bound(tag, since=killed_at)
         _exactly_once(recovery_env, tag, result)
         assert worker.poll() is None
+
+
+def _lease_until(key: str) -> float:
+    from sqlalchemy import select
+
+    from taskapp.db import engine
+    from taskapp.idempotency import idempotency_keys as keys
+
+    with engine().connect() as conn:
+        row = conn.execute(select(keys.c.lease_until).where(keys.c.key == key)).scalar()
+    return float(row or 0)
+
+
+def test_a_run_longer_than_its_short_lease_keeps_its_claim_while_it_lives(
+    recovery_env: dict[str, Any], tmp_path: Path
+) -> None:
+    from taskapp.db import engine
+    from taskapp.idempotency import claim, key_for
+
+    tag = uuid.uuid4().hex
+    with worker_process(recovery_env["env"], "rd", tmp_path / "d.log"):
+        # given a run that lasts longer than its claim's first lease (3 intervals)
+        result = recovery_env["producer"].send_task(
+            "tests.record_default_limit", args=[tag], kwargs={"sleep": 6 * INTERVAL}
+        )
+        wait_for(lambda: effect_times(f"{tag}:start"), "the task to start", timeout=60)
+        key = key_for("tests.record_default_limit", result.id)
+        first = _lease_until(key)
+        # when that first lease has run out while the run goes on
+        wait_for(lambda: time.time() > first + INTERVAL, "the first lease to run out")
+        # then the heartbeat has renewed it: a duplicate delivery must wait, not run it again
+        assert _lease_until(key) > first
+        duplicate = claim(engine(), key, "tests.record_default_limit", 60)
+        assert not duplicate.acquired
+        assert not duplicate.done
+        assert result_or_whereabouts(result, timeout=60, interval=0.1) == 1
+    assert len(effect_times(tag)) == 1
