@@ -198,26 +198,9 @@ class WorkerProcess:
 
 def producer_app(app: Any, prefix: str, protocol: int = 2) -> Any:
     """A producer with ``app``'s routing and serializers, on queue prefix ``prefix``."""
-    from celery import Celery
+    from tests.support.queues import prefixed_app
 
-    other = Celery(f"fuzz-producer-{prefix}-{protocol}", set_as_current=False)
-    keys = (
-        "broker_url",
-        "broker_transport",
-        "task_routes",
-        "task_queues",
-        "task_default_queue",
-        "task_serializer",
-        "accept_content",
-        "result_backend",
-        "result_extended",
-        "result_accept_content",
-    )
-    other.conf.update({key: app.conf[key] for key in keys})
-    other.conf.broker_transport_options = {
-        **app.conf.broker_transport_options,
-        "queue_name_prefix": prefix,
-    }
+    other = prefixed_app(app, prefix)
     other.conf.task_protocol = protocol
     return other
 
