@@ -53,11 +53,17 @@ def s3(settings: Settings) -> Any:
 
 @pytest.fixture(scope="session")
 def migrated_db(settings: Settings) -> str:
-    """The session database (the one the worker and tasks use), with every migration applied."""
+    """The session database (the one the worker and tasks use), with every migration applied.
+
+    The demo's sample tables too: the session runs under the demo's retention rules, whose
+    tables a worker checks when it starts (else it logs ``cleanup.invalid_rules``).
+    """
     from taskapp.db import upgrade
+    from taskapp.sample.schema import install
 
     url = settings.database_url.get_secret_value()
     upgrade(url)
+    install(url)
     tests.tasks.effects_metadata.create_all(tests.tasks.engine(url))
     return url
 
