@@ -312,6 +312,16 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log line format: key=value text or JSON."
     )
+    tracing: Annotated[
+        str,
+        Field(pattern=r"^(auto|off|console|otlp|file:.+)$"),
+        Allowed("auto | off | console | otlp | file:<path>"),
+    ] = Field(
+        default="auto",
+        description="OpenTelemetry traces (taskapp/tracing.py): auto is otlp when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set, else off; console writes JSON span lines to stderr, "
+        "file:<path> appends them to a file.",
+    )
     worker_concurrency: int = Field(
         default=4, ge=1, le=256, description="Worker pool size per process."
     )

@@ -22,12 +22,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from opentelemetry import trace
+
 from taskapp.email.compose import Composed, check_size
 from taskapp.email.errors import BackendMisconfigured, DeliveryDeferred, DeliveryRejected
 
 __all__ = ["SmtpConfig", "SmtpBackend", "Delivery", "close_connection"]
 
 DEFAULT_TIMEOUT = 10.0
+#: smtplib has no OpenTelemetry instrumentation: one span per transaction (a no-op untraced).
+_tracer = trace.get_tracer(__name__)
 _QUEUED_AS = re.compile(r"queued as\s+<?([^\s>]+)", re.IGNORECASE)
 _OPTIONS = {"starttls", "timeout", "verify", "cafile"}
 
@@ -118,7 +122,9 @@ class SmtpBackend:
             conn = _connection(self.config)
             size = conn.esmtp_features.get("size", "")
             check_size(composed, int(size) if size.isdigit() and int(size) else None, "smtp server")
-            reply, refused = _transact(conn, composed)
+            with _tracer.start_as_current_span("smtp.send", kind=trace.SpanKind.CLIENT) as span:
+                span.set_attribute("server.address", self.config.host)
+                reply, refused = _transact(conn, composed)
         match = _QUEUED_AS.search(reply)
         return Delivery(match.group(1) if match else None, refused)
 

@@ -34,6 +34,7 @@ from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import idna  # email-validator's IDNA 2008 / UTS 46 library, so both agree on a domain's A-label
 import pycurl
+from opentelemetry import trace
 
 from taskapp.images.errors import (
     FetchRefused,
@@ -49,6 +50,7 @@ SCHEMES = {"http": 80, "https": 443}
 REDIRECTS = {301, 302, 303, 307, 308}
 RETRYABLE_STATUS = {408, 425, 429}
 USER_AGENT = "taskapp-images/1 (+pycurl)"
+_tracer = trace.get_tracer(__name__)
 
 #: The well-known NAT64 prefix (RFC 6052); the last 32 bits are the IPv4 destination.
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -324,7 +326,11 @@ def fetch(
             raise SourceUnavailable(
                 f"{where}: {display_url(url)}: timed out after {total_timeout:g} s"
             )
-        response = _perform(destination, max_bytes, connect_timeout, remaining)
+        # pycurl has no OpenTelemetry instrumentation: one span per request (a no-op untraced).
+        with _tracer.start_as_current_span("GET", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("url.full", display_url(url))
+            response = _perform(destination, max_bytes, connect_timeout, remaining)
+            span.set_attribute("http.response.status_code", response.status)
         if response.status not in REDIRECTS:
             return _accept(destination, response)
         location = response.headers.get("location")
