@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from kombu.log import get_logger
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
@@ -260,7 +260,7 @@ class MonitoringChannel(ChannelMixin):
         EPHEMERA.touched[name] = now
         try:
             self.sqs().tag_queue(QueueUrl=EPHEMERA.owned[name].url, Tags={LEASE_TAG: str(int(now))})
-        except ClientError as exc:
+        except (BotoCoreError, ClientError) as exc:  # an outage: the next touch tries again
             logger.warning("could not refresh the lease of %s: %s", name, exc)
 
     def _delete_message(self, queue_name: str, message: SQSMessage) -> None:

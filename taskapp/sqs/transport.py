@@ -9,6 +9,8 @@ the first base searched to the last:
   (:mod:`taskapp.sqs.sampling`), so Flower, ``celery events``, ``inspect`` and ``control`` work.
 * :class:`taskapp.sqs.kombu_fixes.KombuFixes`: kombu defects worked around (queue-URL cache,
   a closed channel's late poll).
+* :class:`taskapp.sqs.outages.ReceiveOutages`: a failed receive (refused, reset, timed out,
+  throttled, 5xx, unparsable) backs off and is retried instead of stopping the worker.
 * :class:`taskapp.sqs.delivery.Channel`: work-queue delivery (redelivery flag, long-delay hops,
   claim check, refusals instead of crashes, rejection backoff) and batched acknowledgements
   (:mod:`taskapp.sqs.acks`).
@@ -21,12 +23,14 @@ from kombu.transport import SQS
 from taskapp.sqs import delivery
 from taskapp.sqs.kombu_fixes import KombuFixes
 from taskapp.sqs.monitoring import MonitoringChannel
+from taskapp.sqs.outages import ReceiveOutages
 
 __all__ = ["Channel", "Transport"]
 
 
-class Channel(MonitoringChannel, KombuFixes, delivery.Channel):
-    """taskapp's SQS channel: monitoring over SNS, kombu fixes, reliable work-queue delivery."""
+class Channel(MonitoringChannel, KombuFixes, ReceiveOutages, delivery.Channel):
+    """taskapp's SQS channel: monitoring over SNS, kombu fixes, outage-proof receives, reliable
+    work-queue delivery."""
 
 
 class Transport(SQS.Transport):

@@ -1,0 +1,78 @@
+"""SQS network faults under a draining worker subprocess: it survives, resumes, runs each task once.
+
+Each cell queues ``tests.record`` tasks, starts one worker whose AWS endpoint is the fault
+proxy, switches a fault on once some tasks are done, lifts it, and then checks: the same
+worker process drained everything, every task ran exactly once (or is a dead letter, or still
+queued: the counts add up), and nothing in its log says it gave up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import Drain
+from tests.integration.processes import worker_process
+from tests.support.faultproxy import Mode
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: What a worker that gave up on a fault writes, and must never write here.
+GAVE_UP = ("Unrecoverable error", "UNABLE TO RESTORE", "Traceback")
+
+
+def _fault(drain: Drain, mode: Mode, seconds: float) -> None:
+    """Hold ``mode`` for at least ``seconds`` (the fault's length, not a wait for a result)."""
+    drain.proxy.set(mode)
+    time.sleep(seconds)
+    drain.proxy.set(Mode.PASS)
+
+
+def _check(drain: Drain, log: Path, pid: int, alive: bool) -> None:
+    runs = drain.runs()
+    twice = {tag: n for tag, n in runs.items() if n != 1}
+    text = log.read_text()
+    assert alive, f"worker {pid} exited:\n{text[-3000:]}"
+    assert not twice, f"ran more than once: {twice}"
+    queued, dead = drain.depth(), drain.dead_letters()
+    assert len(runs) + queued + dead == drain.sent, (len(runs), queued, dead, drain.sent)
+    assert dead == 0
+    assert not [line for line in text.splitlines() if any(m in line for m in GAVE_UP)], text[-3000:]
+
+
+def _resumed_after(drain: Drain, lifted_at: float, done_before: int, pid: int, log: Path) -> float:
+    try:
+        wait_for(
+            lambda: drain.done() > done_before, "the worker to resume after the fault", 60, 0.1
+        )
+    except AssertionError:
+        os.kill(pid, signal.SIGUSR1)  # celery logs every thread's stack: where it is stuck
+        wait_for(lambda: "Thread" in log.read_text()[-20000:], "the stack dump", 10)
+        raise AssertionError(log.read_text()[-15000:]) from None
+    return time.monotonic() - lifted_at
+
+
+def test_reset_then_blackhole_mid_drain(drain: Drain, tmp_path: Path) -> None:
+    # given a worker draining 100 tasks through the proxy
+    drain.send(100, sleep=0.02)
+    log = tmp_path / "worker.log"
+    with worker_process(drain.env, "faults", log) as worker:
+        wait_for(lambda: drain.done() >= 10, "10 tasks done", timeout=60, interval=0.1)
+        # when SQS connections are reset for 10 s, then blackholed for 10 s
+        _fault(drain, Mode.RESET, 10)
+        _fault(drain, Mode.BLACKHOLE, 10)
+        lifted, before = time.monotonic(), drain.done()
+        # then the same worker resumes and drains everything, each task once
+        if before < drain.sent:
+            resumed = _resumed_after(drain, lifted, before, worker.pid, log)
+            print(f"resumed {resumed:.1f}s after the fault")  # noqa: T201 - the cell's figure
+        wait_for(lambda: drain.done() == drain.sent, "every task done", timeout=120, interval=0.2)
+        # acks given up during the fault come back and are absorbed by their claims
+        wait_for(lambda: drain.depth() == 0, "the queue to empty", timeout=60, interval=0.2)
+        alive = worker.poll() is None
+        _check(drain, log, worker.pid, alive)
