@@ -9,9 +9,14 @@ queue) as soon as 10 are waiting or ``ack_flush_interval`` seconds (transport op
 Ack semantics are unchanged: ``basic_ack`` is still called only after the task finished (acks
 late), so no message is deleted earlier than before, only up to one interval later. The
 delivery is released (its prefetch slot freed) at once, exactly as kombu does after its
-DeleteMessage. An entry SQS refuses, or a call that fails, is logged and retried once with the
-next flush; if that fails too SQS redelivers the message after its visibility timeout
-(at-least-once; idempotency keys absorb the duplicate).
+DeleteMessage. A call that fails (refused, reset, timed out, throttled, 5xx) and an entry SQS
+failed on its side are retried with backoff (0.25 s doubling, at most 2 s) for as long as the
+receipt handle can still delete the message: ``ack_retry_seconds`` (transport option; default
+three visibility-heartbeat intervals, how long an acknowledged message stays invisible once the
+heartbeat stops renewing it). After that the message is left to SQS, which redelivers it, and
+its idempotency claim absorbs the duplicate. An outage is logged when its first ack fails and
+when acks are given up, not once per call. An entry refused for the caller's fault (an invalid
+handle) is not retried.
 
 A claim-checked message (body in S3) is still deleted synchronously: ``taskapp.sqs.delivery``
 deletes its S3 object right after ``basic_ack`` returns, and the object must outlive the
@@ -46,6 +51,9 @@ logger = get_logger(__name__)
 DEFAULT_ACK_FLUSH_INTERVAL = 0.1
 #: Seconds a closing channel waits for the flusher's in-flight call.
 CLOSE_TIMEOUT = 10.0
+#: First wait, in seconds, before a failed ack is sent again; doubled per attempt up to the cap.
+FIRST_RETRY = 0.25
+MAX_RETRY = 2.0
 
 
 @dataclass
@@ -56,17 +64,24 @@ class _Ack:
     url: str
     handle: str
     queued_at: float
+    expires: float = float("inf")  # when the receipt handle stops being worth retrying
     attempts: int = 0
+    retry_at: float = 0.0
 
 
 class AckBatcher:
     """Receipt handles waiting for deletion, and the thread that deletes them in batches."""
 
-    def __init__(self, client: Callable[[str | None], Any], interval: float) -> None:
+    def __init__(
+        self, client: Callable[[str | None], Any], interval: float, lifetime: float = 30.0
+    ) -> None:
         self._client = client
         self.interval = interval
+        self.lifetime = lifetime
         self._cond = threading.Condition()
         self._pending: list[_Ack] = []
+        self._retry: list[_Ack] = []  # failed acks waiting for their retry_at
+        self._failing = False  # in an outage (logged once when it starts)
         self._thread: threading.Thread | None = None
         self._closed = False
         _LIVE.add(self)
@@ -74,7 +89,8 @@ class AckBatcher:
     def add(self, queue: str | None, url: str, handle: str) -> None:
         """Queue one acknowledged message for deletion."""
         with self._cond:
-            self._pending.append(_Ack(queue, url, handle, time.monotonic()))
+            now = time.monotonic()
+            self._pending.append(_Ack(queue, url, handle, now, now + self.lifetime))
             if self._closed:
                 pass  # a late ack on a closing channel: flushed by close()
             elif self._thread is None:
@@ -89,9 +105,12 @@ class AckBatcher:
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
-                    self._cond.wait()
+                    self._promote_due()
+                    if self._pending:
+                        break
+                    self._cond.wait(self._until_next_retry())
                 if not self._pending:
-                    return
+                    return  # closed: close() flushes the retries left
                 deadline = self._pending[0].queued_at + self.interval
                 while len(self._pending) < BATCH and not self._closed:
                     remaining = deadline - time.monotonic()
@@ -101,10 +120,24 @@ class AckBatcher:
                 batch, self._pending = self._pending, []
             self._delete(batch)
 
+    def _promote_due(self) -> None:
+        """Move the retries whose time has come to the pending batch (lock held)."""
+        now = time.monotonic()
+        due = [ack for ack in self._retry if ack.retry_at <= now]
+        if due:
+            self._retry = [ack for ack in self._retry if ack.retry_at > now]
+            self._pending[:0] = due
+
+    def _until_next_retry(self) -> float | None:
+        if not self._retry:
+            return None
+        return max(min(ack.retry_at for ack in self._retry) - time.monotonic(), 0.0)
+
     def flush(self) -> None:
-        """Delete everything queued now, in the calling thread."""
+        """Delete everything queued now, retries included, in the calling thread."""
         with self._cond:
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._retry + self._pending, []
+            self._retry = []
         if batch:
             self._delete(batch)
 
@@ -127,11 +160,18 @@ class AckBatcher:
             client = self._client(queued[0].queue)
             for start in range(0, len(queued), BATCH):
                 retry += self._delete_batch(client, url, queued[start : start + BATCH])
-        if retry:
-            with self._cond:
-                self._pending[:0] = retry
-                if self._thread is not None and not self._closed:
-                    self._cond.notify()
+        with self._cond:
+            if retry and not self._failing:
+                logger.warning(
+                    "could not delete %d acknowledged message(s) (%s); retrying until their "
+                    "receipt handles expire",
+                    len(retry),
+                    retry[0].url,
+                )
+            self._failing = bool(retry or self._retry)
+            self._retry += retry
+            if retry and self._thread is not None and not self._closed:
+                self._cond.notify()
 
     def _delete_batch(self, client: Any, url: str, acks: list[_Ack]) -> list[_Ack]:
         """Delete ``acks`` from ``url`` in one call; return the ones to try again."""
@@ -143,20 +183,30 @@ class AckBatcher:
             failed = {str(i): error for i in range(len(acks))}
         else:
             failed = {f["Id"]: f for f in resp.get("Failed", [])}
-        retry = []
+        retry, now, given_up = [], time.monotonic(), 0
         for key, failure in failed.items():
             ack = acks[int(key)]
             ack.attempts += 1
-            again = ack.attempts < 2
-            logger.warning(
-                "could not delete an acknowledged message from %s (%s: %s); %s",
-                url,
-                failure.get("Code"),
-                failure.get("Message"),
-                "retrying" if again else "SQS redelivers it after its visibility timeout",
-            )
-            if again:
+            if failure.get("SenderFault"):  # the handle itself is refused: retrying cannot help
+                logger.warning(
+                    "SQS refused to delete an acknowledged message from %s (%s: %s)",
+                    url,
+                    failure.get("Code"),
+                    failure.get("Message"),
+                )
+            elif now < ack.expires:
+                ack.retry_at = now + min(FIRST_RETRY * 2 ** (ack.attempts - 1), MAX_RETRY)
                 retry.append(ack)
+            else:
+                given_up += 1
+        if given_up:
+            logger.warning(
+                "gave up deleting %d acknowledged message(s) from %s (%s): their receipt "
+                "handles expired; SQS redelivers them and their idempotency claims absorb it",
+                given_up,
+                url,
+                next(iter(failed.values())).get("Code"),
+            )
         return retry
 
 
@@ -199,6 +249,14 @@ class AckBatchMixin(ChannelMixin):
         options = self.transport_options
         return float(options.get("ack_flush_interval", DEFAULT_ACK_FLUSH_INTERVAL))
 
+    @property
+    def ack_retry_seconds(self) -> float:
+        """How long a failed ack is retried: while its receipt handle can still delete."""
+        options = self.transport_options
+        if options.get("ack_retry_seconds") is not None:
+            return float(options["ack_retry_seconds"])
+        return 3 * float(options.get("heartbeat_interval", 10))
+
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         try:
             info = self.qos.get(delivery_tag).delivery_info
@@ -220,7 +278,9 @@ class AckBatchMixin(ChannelMixin):
     def _batcher(self) -> AckBatcher:
         with _CREATE_LOCK:  # pool threads may ack concurrently
             if self._ack_batcher is None:
-                self._ack_batcher = AckBatcher(self._ack_client, self.ack_flush_interval)
+                self._ack_batcher = AckBatcher(
+                    self._ack_client, self.ack_flush_interval, self.ack_retry_seconds
+                )
             return self._ack_batcher
 
     def _ack_client(self, queue: str | None) -> Any:
