@@ -33,6 +33,7 @@ selects) builds its channel on this one. What it changes, and why:
 
 from __future__ import annotations
 
+import time
 from queue import Empty
 from typing import Any
 
@@ -66,6 +67,9 @@ logger = get_logger(__name__)
 
 #: Cap of the visibility backoff applied to a rejected message, in seconds.
 MAX_REDELIVERY_DELAY = 60
+#: Tries of a restore's hand-back (ChangeMessageVisibility to 0) and the first pause, doubled.
+RESTORE_ATTEMPTS = 5
+RESTORE_BACKOFF = 0.25
 #: Header of a refusal: ``{"reason", "error_type", "error_message"}`` and, for a claim-checked
 #: message whose object is gone, ``"missing": True`` and the pointer's ``"idempotency"``.
 REFUSAL_HEADER = "taskapp-refusal"
@@ -256,7 +260,12 @@ class Channel(AckBatchMixin, SQSChannel):
         pointer = self._accepted_pointer(info.get("sqs_message") or {})
         super().basic_ack(delivery_tag, multiple)
         if pointer and not info.get("dead_lettered"):
-            self._s3().delete_object(Bucket=pointer[0], Key=pointer[1])
+            try:
+                self._s3().delete_object(Bucket=pointer[0], Key=pointer[1])
+            except (BotoCoreError, ClientError, OSError) as exc:
+                # The message is gone, so nothing reads the object again: an S3 outage only
+                # leaves an orphan for the bucket's cleanup, it must not fail the ack.
+                logger.warning("could not delete claim-check object %s: %r", pointer[1], exc)
 
     @property
     def delay_hop(self) -> int:
@@ -268,10 +277,26 @@ class Channel(AckBatchMixin, SQSChannel):
             return
         # kombu "restores" an unacked message (channel closed at a warm shutdown, a requeue) by
         # hiding it for wait_time_seconds (20 s); hand it back now so another worker starts it.
-        self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
-            QueueUrl=self._new_queue(queue),
-            ReceiptHandle=message["properties"]["delivery_tag"],
-            VisibilityTimeout=0,
+        # SQS still holds the message: a hand-back that keeps failing is retried briefly, then
+        # left to the visibility timeout. Raising would make kombu print "UNABLE TO RESTORE"
+        # and dump the message to a file, as if SQS had lost it.
+        handle = message["properties"]["delivery_tag"]
+        for attempt in range(RESTORE_ATTEMPTS):
+            try:
+                self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
+                    QueueUrl=self._new_queue(queue), ReceiptHandle=handle, VisibilityTimeout=0
+                )
+                return
+            except (BotoCoreError, ClientError, OSError) as exc:
+                error = exc
+                if attempt + 1 < RESTORE_ATTEMPTS:
+                    logger.info("hand-back to %s failed (%r), retrying", queue, exc)
+                    time.sleep(RESTORE_BACKOFF * 2**attempt)
+        logger.warning(
+            "could not hand back a message of %s (%r); SQS makes it visible again after its "
+            "visibility timeout",
+            queue,
+            error,
         )
 
     def _hop(self, queue_url: str, qname: str, message: SQSMessage) -> bool:
@@ -329,7 +354,7 @@ class Channel(AckBatchMixin, SQSChannel):
                 ReceiptHandle=sqs_message["ReceiptHandle"],
                 VisibilityTimeout=delay,
             )
-        except ClientError as exc:
+        except (BotoCoreError, ClientError, OSError) as exc:
             # The message still comes back after its visibility timeout; only slower.
             logger.warning("could not back off rejected message on %s: %s", queue_url, exc)
 
