@@ -116,7 +116,9 @@ def traced(
     provider = tracing.install(memory, set_global=False)
     try:
         with worker_process(env, "tracing", directory / "worker.log", queue="default,email"):
-            yield Traced(producer, claim_checked, memory, provider, spans, smtp)
+            traced = Traced(producer, claim_checked, memory, provider, spans, smtp)
+            traced.sqs, traced.settings = sqs, ours
+            yield traced
     finally:
         tracing.uninstall()
         smtp.stop()
@@ -187,6 +189,102 @@ def test_a_countdown_that_hops_stays_in_the_trace(traced: Traced) -> None:
     assert _one_parent(spans, "run/tests.record")["parent_id"] == publish["context"]["span_id"]
     hops = [s for s in traced.worker_spans() if s["name"] == "SQS.SendMessage"]
     assert len(hops) > before
+
+
+def test_a_redriven_dead_letter_stays_in_the_trace(traced: Traced) -> None:
+    from taskapp.sqs.admin.redrive import redrive
+    from tests.tasks import fail_permanently
+
+    # Given a task dead-lettered on its first run
+    tag = f"trace-dlq-{uuid.uuid4().hex[:8]}"
+    trace_id, _ = traced.publish(fail_permanently, tag)
+    traced.worker_trace(trace_id, "run/tests.fail_permanently")
+
+    # When its dead letter is redriven (once it is in the DLQ; one letter: redriven, it fails
+    # again and comes back while a redrive without a limit would still be running)
+    wait_for(
+        lambda: (
+            redrive(
+                traced.sqs, traced.settings, "default", task="tests.fail_permanently", limit=1
+            ).moved
+        ),
+        "the dead letter to be redriven",
+        timeout=45,
+        interval=0.5,
+    )
+
+    # Then its second run has the original publish as parent, as the first had
+    def two_runs() -> list[dict[str, Any]]:
+        spans = traced.worker_trace(trace_id, "run/tests.fail_permanently")
+        runs = [s for s in spans if s["name"] == "run/tests.fail_permanently"]
+        return runs if len(runs) == 2 else []
+
+    runs = wait_for(two_runs, "a second run after the redrive", timeout=45)
+    publish = _one_parent(traced.producer_spans(trace_id), "apply_async/tests.fail_permanently")
+    assert {r["parent_id"] for r in runs} == {publish["context"]["span_id"]}
+
+
+@pytest.fixture(scope="module")
+def signed(
+    app: Any, sqs: Any, settings: Settings, provisioned: Any, tmp_path_factory: Any
+) -> Iterator[dict[str, Any]]:
+    """A signing worker with tracing to a file, and the environment of its signing producers."""
+    from tests.support.signing import signing_env
+
+    prefix = settings.queue_prefix + "tsig-"
+    provision(sqs, settings.model_copy(update={"queue_prefix": prefix}), app_specs(app))
+    directory = tmp_path_factory.mktemp("tracing-signed")
+    spans = directory / "spans.jsonl"
+    env = {
+        **os.environ,
+        **signing_env(directory, "taskapp-tracing"),
+        "TASKAPP_QUEUE_PREFIX": prefix,
+        "TASKAPP_TRACING": f"file:{spans}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "TASKAPP_WAIT_TIME_SECONDS": "1",
+    }
+    with worker_process(env, "tracing-signed", directory / "worker.log"):
+        yield {"env": env, "spans": spans}
+
+
+def test_a_signed_message_carries_the_trace_and_still_runs(signed: dict[str, Any]) -> None:
+    from tests.tasks import effect_times
+
+    # Given a signing producer (a subprocess: signing is configured when the app loads)
+    tag = f"trace-signed-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import json, sys, taskapp\n"
+        "from opentelemetry import trace\n"
+        "from tests.tasks import record\n"
+        "with trace.get_tracer('app').start_as_current_span('POST /orders') as span:\n"
+        "    record.delay(sys.argv[1])\n"
+        "print(f'0x{span.get_span_context().trace_id:032x}')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, tag],
+        env=signed["env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    trace_id = done.stdout.strip().splitlines()[-1]
+
+    # Then the signed message ran once, its run a child of the signing producer's publish span
+    wait_for(lambda: effect_times(tag), "the signed task to run", timeout=45)
+
+    def spans() -> list[dict[str, Any]]:
+        lines = signed["spans"].read_text().splitlines() if signed["spans"].exists() else []
+        found = [json.loads(line) for line in lines if line.strip()]
+        mine = [s for s in found if s["context"]["trace_id"] == trace_id]
+        names = {s["name"] for s in mine}
+        return mine if {"apply_async/tests.record", "run/tests.record"} <= names else []
+
+    mine = wait_for(spans, "the signed task's spans", timeout=30)
+    publish = _one_parent(mine, "apply_async/tests.record")
+    assert _one_parent(mine, "run/tests.record")["parent_id"] == publish["context"]["span_id"]
+    assert len(effect_times(tag)) == 1
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
