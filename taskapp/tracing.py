@@ -31,6 +31,7 @@ tests/operate/test_tracing.py checks that its spans arrive).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -86,7 +87,6 @@ def install(exporter: SpanExporter, *, set_global: bool = True) -> TracerProvide
         from celery import signals
         from opentelemetry import trace
         from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
-        from opentelemetry.instrumentation.celery import CeleryInstrumentor
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -97,7 +97,7 @@ def install(exporter: SpanExporter, *, set_global: bool = True) -> TracerProvide
         provider.add_span_processor(BatchSpanProcessor(exporter))
         if set_global:
             trace.set_tracer_provider(provider)
-        instrumentors: list[Any] = [CeleryInstrumentor, BotocoreInstrumentor]  # untyped classes
+        instrumentors: list[Any] = [_celery_instrumentor(), BotocoreInstrumentor]  # untyped
         for instrumentor in instrumentors:
             instrumentor().instrument(tracer_provider=provider)
         _instrument_sqlalchemy(provider)
@@ -105,6 +105,42 @@ def install(exporter: SpanExporter, *, set_global: bool = True) -> TracerProvide
         signals.worker_process_shutdown.connect(_flush, weak=False)
         _installed["provider"] = provider
         return provider
+
+
+@functools.cache  # one class: BaseInstrumentor keeps one instance per class
+def _celery_instrumentor() -> Any:
+    """The Celery instrumentation, fixed for a task published by a name this process has not
+    registered (``app.send_task("email.send")``, or any name in a producer that never imported
+    the task's module: ``autodiscover_tasks`` registers them only in a worker).
+
+    0.66b1 looks the publishing task up in the registry and keeps the open ``apply_async`` span
+    on the task object; for an unknown name it keeps it nowhere, so the span ended as soon as
+    the garbage collector closed its activation, before the message was sent: the SQS send (and
+    a claim check's S3 put) were not inside it. A stand-in object per name holds it instead.
+    """
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor, utils
+
+    class _Unregistered:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    stand_ins: dict[str, _Unregistered] = {}
+
+    def _sender(kwargs: dict[str, Any]) -> dict[str, Any]:
+        sender = kwargs.get("sender")
+        if isinstance(sender, str) and utils.retrieve_task_from_sender(kwargs) is None:
+            return {**kwargs, "sender": stand_ins.setdefault(sender, _Unregistered(sender))}
+        return kwargs
+
+    class TaskappCeleryInstrumentor(CeleryInstrumentor):
+        def _trace_before_publish(self, *args: Any, **kwargs: Any) -> None:
+            super()._trace_before_publish(*args, **_sender(kwargs))  # type: ignore[no-untyped-call]
+
+        @staticmethod
+        def _trace_after_publish(*args: Any, **kwargs: Any) -> None:
+            CeleryInstrumentor._trace_after_publish(*args, **_sender(kwargs))  # type: ignore[no-untyped-call]
+
+    return TaskappCeleryInstrumentor
 
 
 def _instrument_sqlalchemy(provider: TracerProvider) -> None:
@@ -132,11 +168,10 @@ def uninstall() -> None:
             return
         from celery import signals
         from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
-        from opentelemetry.instrumentation.celery import CeleryInstrumentor
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         instrumentors: list[Any] = [
-            CeleryInstrumentor,
+            _celery_instrumentor(),
             BotocoreInstrumentor,
             SQLAlchemyInstrumentor,
         ]

@@ -287,6 +287,25 @@ def test_a_signed_message_carries_the_trace_and_still_runs(signed: dict[str, Any
     assert len(effect_times(tag)) == 1
 
 
+def test_a_task_published_by_a_name_unknown_here_spans_its_send(traced: Traced) -> None:
+    from opentelemetry import trace
+
+    # Given a producer that knows only a task's name, one no module here registers
+    tracer = traced.provider.get_tracer("tests.application")
+    with tracer.start_as_current_span("POST /elsewhere") as outer:
+        with traced.producer.connection_for_write() as conn:
+            traced.producer.send_task("other.service.task", connection=conn, queue="images")
+        # Then the publish left no span of its own current ...
+        assert trace.get_current_span() is outer
+    # ... and its span covers the SQS send, as for a registered task (0.66b1 alone ended it
+    # before the send, when the garbage collector closed its unreferenced activation)
+    spans = traced.producer_spans(_hex(outer.get_span_context().trace_id))
+    published = _one_parent(spans, "apply_async/other.service.task")
+    assert published["parent_id"] == f"0x{outer.get_span_context().span_id:016x}"
+    send = _one_parent(spans, "SQS.SendMessage")
+    assert send["parent_id"] == published["context"]["span_id"]
+
+
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKAPP_TRAC"))}
     return subprocess.run(
