@@ -63,7 +63,12 @@ def mode() -> str:
 
 def hook_tracing() -> None:
     """Install tracing in this process if the settings ask for it (``taskapp/__init__.py``)."""
-    chosen = mode()
+    from config.settings import SettingError
+
+    try:
+        chosen = mode()
+    except SettingError:
+        return  # a bad setting: the process refuses to start later, with its one-line message
     if chosen != "off":
         install(exporter_for(chosen))
 

@@ -66,6 +66,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "email_max_attachment_bytes": ["0", "41943041"],
     "email_send_rate": ["0", "10000.5", "nan", "inf", "fast"],
     "log_format": ["xml", "JSON"],
+    "tracing": ["on", "Console", "file:", "otlp ", "jaeger"],
     "worker_concurrency": ["0", "257"],
     "result_expires": ["59", "7776001"],
     "cleanup_batch_size": ["0", "20001"],
