@@ -142,10 +142,12 @@ def sleepy(self: Any, tag: str, seconds: float) -> int:
     return record_effect(tag, self.request.id)
 
 
-@app.task(name="tests.record_default_limit", bind=True)
-def record_default_limit(self: Any, tag: str, sleep: float = 0.0) -> int:
-    """``tests.record`` under the default hard time limit (300 s), as most production tasks run:
-    mark the start as ``<tag>:start``, sleep, record one execution of ``tag``."""
+# 25 s, as tests.sleepy: the longest hard time limit on the default queue, whose
+# VisibilityTimeout is derived from it (a longer one would slow every redelivery test).
+@app.task(name="tests.record_long_limit", bind=True, soft_time_limit=20, time_limit=25)
+def record_long_limit(self: Any, tag: str, sleep: float = 0.0) -> int:
+    """``tests.record`` under a hard time limit far above its run: mark the start as
+    ``<tag>:start``, sleep, record one execution of ``tag``."""
     record_effect(f"{tag}:start", self.request.id)
     time.sleep(sleep)
     return record_effect(tag, self.request.id)

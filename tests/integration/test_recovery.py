@@ -34,7 +34,8 @@ INTERVAL = 2  # TASKAPP_HEARTBEAT_INTERVAL
 RECEIVE = 2  # TASKAPP_WAIT_TIME_SECONDS: one long poll
 RUN = 4  # the task's own sleep, mid-way through which it is killed
 # The bound (3 heartbeat intervals + one receive), plus the second run itself and a few
-# seconds for the processes on a loaded machine. The old claim's lease was 305 s.
+# seconds for the processes on a loaded machine. The old claim's lease was the task's hard time
+# limit + 5 s: 30 s here, 305 s for a task on the default limit.
 BOUND = 3 * INTERVAL + RECEIVE + RUN + 8
 
 
@@ -57,9 +58,7 @@ def recovery_env(app: Any, sqs: Any, settings: Settings, provisioned: Any) -> di
 
 
 def _start(ctx: dict[str, Any], tag: str) -> Any:
-    result = ctx["producer"].send_task(
-        "tests.record_default_limit", args=[tag], kwargs={"sleep": RUN}
-    )
+    result = ctx["producer"].send_task("tests.record_long_limit", args=[tag], kwargs={"sleep": RUN})
     wait_for(lambda: effect_times(f"{tag}:start"), "the task to start", timeout=60, interval=0.05)
     return result
 
@@ -93,7 +92,7 @@ def test_after_a_sigkill_of_the_worker_the_next_worker_completes_it_within_the_b
     recovery_env: dict[str, Any], tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex
-    # given a task with the default 300 s hard time limit running on worker A
+    # given a task with a 25 s hard time limit running on worker A
     with worker_process(recovery_env["env"], "ra", tmp_path / "a.log") as worker_a:
         result = _start(recovery_env, tag)
         # when the whole worker is SIGKILLed mid-task
@@ -109,7 +108,7 @@ def test_after_a_sigkill_of_a_pool_child_the_same_worker_completes_it_within_the
     recovery_env: dict[str, Any], tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex
-    # given a task with the default 300 s hard time limit running on worker C
+    # given a task with a 25 s hard time limit running on worker C
     with worker_process(recovery_env["env"], "rc", tmp_path / "c.log") as worker:
         result = _start(recovery_env, tag)
         # when the pool child running it is SIGKILLed (the worker lives on)
@@ -143,16 +142,16 @@ def test_a_run_longer_than_its_short_lease_keeps_its_claim_while_it_lives(
     with worker_process(recovery_env["env"], "rd", tmp_path / "d.log"):
         # given a run that lasts longer than its claim's first lease (3 intervals)
         result = recovery_env["producer"].send_task(
-            "tests.record_default_limit", args=[tag], kwargs={"sleep": 6 * INTERVAL}
+            "tests.record_long_limit", args=[tag], kwargs={"sleep": 6 * INTERVAL}
         )
         wait_for(lambda: effect_times(f"{tag}:start"), "the task to start", timeout=60)
-        key = key_for("tests.record_default_limit", result.id)
+        key = key_for("tests.record_long_limit", result.id)
         first = _lease_until(key)
         # when that first lease has run out while the run goes on
         wait_for(lambda: time.time() > first + INTERVAL, "the first lease to run out")
         # then the heartbeat has renewed it: a duplicate delivery must wait, not run it again
         assert _lease_until(key) > first
-        duplicate = claim(engine(), key, "tests.record_default_limit", 60)
+        duplicate = claim(engine(), key, "tests.record_long_limit", 60)
         assert not duplicate.acquired
         assert not duplicate.done
         assert result_or_whereabouts(result, timeout=60, interval=0.1) == 1
