@@ -154,6 +154,29 @@ def test_redrive_everything_without_move_task_support(
     assert _depth(sqs, queue["dlq"]) == 0
 
 
+def test_a_letter_that_fails_again_during_the_redrive_is_not_moved_twice(
+    sqs: Any, settings: Settings, queue: dict[str, Any], dead_letter: Any
+) -> None:
+    # given three dead letters whose tasks fail again at once: each moved copy is dead-lettered
+    # again (same body, a new message) while the redrive is still receiving
+    for _ in range(3):
+        dead_letter()
+    calls = []
+
+    def fail_again(moved: int) -> None:
+        calls.append(moved)
+        assert len(calls) < 10, "the redrive keeps moving letters that failed again"
+        for message in _bodies(sqs, queue["source"]):
+            sqs.send_message(QueueUrl=queue["dlq"], MessageBody=message["Body"])
+            sqs.delete_message(QueueUrl=queue["source"], ReceiptHandle=message["ReceiptHandle"])
+
+    # when the whole DLQ is redriven by hand (moto has no StartMessageMoveTask)
+    result = redrive(sqs, settings, queue["name"], on_progress=fail_again)
+    # then each task moved once; the letters that came back stay for the next run
+    assert (result.moved, result.skipped) == (3, 3)
+    assert _depth(sqs, queue["dlq"]) == 3
+
+
 def test_interrupted_redrive_loses_and_duplicates_nothing(
     sqs: Any, settings: Settings, queue: dict[str, Any]
 ) -> None:

@@ -253,6 +253,11 @@ def _move_task(
         time.sleep(1)
 
 
+def _moved_key(message: dict[str, Any]) -> str:
+    """What a letter and its copy dead-lettered again share: the task id, else the body."""
+    return describe(message).task_id or f"md5:{message.get('MD5OfBody', message['MessageId'])}"
+
+
 def redrive(
     sqs: Any,
     settings: Settings,
@@ -275,6 +280,10 @@ def redrive(
     result = RedriveResult()
     held: dict[str, dict[str, Any]] = {}  # received and not deleted, by id: latest receipt
     failed: dict[str, RedriveFailure] = {}
+    # A moved letter that fails again comes back to the DLQ as a new message while this run is
+    # still receiving; moving it again would loop for as long as it keeps failing. So each task
+    # (by id; a message without one, by body) moves at most once per run.
+    moved_keys: set[str] = set()
     try:
         with _batches_complete() as interrupted:
             while not interrupted() and (limit is None or result.moved < limit):
@@ -286,6 +295,7 @@ def redrive(
                     m
                     for m in batch
                     if m["MessageId"] not in failed  # tried once in this run is enough
+                    and _moved_key(m) not in moved_keys
                     and (task is None or describe(m).task_name == task)
                 ]
                 if limit is not None:
@@ -296,6 +306,7 @@ def redrive(
                     sqs, source_url, dlq_url, wanted, on_progress
                 )
                 result.moved += moved
+                moved_keys.update(_moved_key(m) for m in wanted)
                 for message_id in deleted:
                     held.pop(message_id)
                 failed.update((f.message_id, f) for f in failures)
