@@ -10,7 +10,7 @@ from celery import Celery, Task, signals
 from celery.exceptions import Ignore
 
 from taskapp import preflight
-from taskapp.sqs.heartbeat import RUN_TOKEN, runs_renewed
+from taskapp.sqs.heartbeat import RUN_TOKEN, runs_lost, runs_renewed
 
 __all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
 
@@ -231,6 +231,20 @@ def _renew_claims(tokens: set[str], lease_seconds: float, **_: Any) -> None:
         idempotency.renew(engine(), tokens, lease_seconds)
     except SQLAlchemyError as exc:  # the next tick tries again; the claims outlive two misses
         logger.warning("could not renew %d idempotency claims: %r", len(tokens), exc)
+
+
+@runs_lost.connect
+def _release_lost_claims(tokens: set[str], **_: Any) -> None:
+    """A pool child died mid-run: free its claims now, before Celery requeues its message."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from taskapp import idempotency
+    from taskapp.db import engine
+
+    try:
+        idempotency.release_runs(engine(), tokens)
+    except SQLAlchemyError as exc:  # the claims expire with their short lease anyway
+        logger.warning("could not release %d lost idempotency claims: %r", len(tokens), exc)
 
 
 @signals.before_task_publish.connect

@@ -45,6 +45,7 @@ __all__ = [
     "key_for",
     "claim",
     "renew",
+    "release_runs",
     "complete",
     "release",
     "is_done",
@@ -195,6 +196,19 @@ def renew(engine: Engine, owners: Collection[str], lease_seconds: float) -> int:
                 idempotency_keys.c.owner.in_(sorted(owners)),
             )
             .values(lease_until=time.time() + lease_seconds)
+        ).rowcount
+
+
+def release_runs(engine: Engine, owners: Collection[str]) -> int:
+    """Give up every running claim held by ``owners`` (runs known dead); return how many."""
+    if not owners:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.state == RUNNING,
+                idempotency_keys.c.owner.in_(sorted(owners)),
+            )
         ).rowcount
 
 

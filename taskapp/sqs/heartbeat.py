@@ -15,7 +15,8 @@ of those runs' idempotency claims to it, so a claim lives exactly as long as its
 held. The worker's ``Request`` gives each request its token (``RUN_TOKEN`` in the request dict,
 which the pool child sees as ``task.request.taskapp_run``), because the claim is taken in the
 child while the heartbeat runs in the main process. A pool child killed mid-run leaves Celery's
-active requests, so its token stops being renewed; a killed worker renews nothing.
+active requests, so its token stops being renewed (and the Request sends ``runs_lost`` for it,
+so its claims are freed before its message is requeued); a killed worker renews nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from celery.worker import state as worker_state
 
 from taskapp.aws.sqs import BATCH
 
-__all__ = ["VisibilityHeartbeat", "change_visibility", "RUN_TOKEN", "runs_renewed", "run_tokens"]
+__all__ = [
+    "VisibilityHeartbeat",
+    "change_visibility",
+    "RUN_TOKEN",
+    "runs_renewed",
+    "runs_lost",
+    "run_tokens",
+]
 
 #: The request-dict entry holding a run's token (a 32-character hex string).
 RUN_TOKEN = "taskapp_run"
@@ -41,6 +49,9 @@ RUN_TOKEN = "taskapp_run"
 #: Sent on every heartbeat tick with ``tokens`` (a set of run tokens) and ``lease_seconds``.
 #: Celery logs and swallows what a receiver raises, so a failed renewal never stops the ticks.
 runs_renewed = Signal(name="taskapp.runs_renewed", providing_args=["tokens", "lease_seconds"])
+#: Sent with ``tokens`` when the pool reports the process of those runs lost (a pool child
+#: killed): they will never finish, so their claims need not wait out a lease.
+runs_lost = Signal(name="taskapp.runs_lost", providing_args=["tokens"])
 
 logger = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from vine import promise
 from taskapp.errors import PermanentError, RetryableError
 from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_letter
 from taskapp.sqs.delivery import receive_count, refusal_of
-from taskapp.sqs.heartbeat import RUN_TOKEN
+from taskapp.sqs.heartbeat import RUN_TOKEN, runs_lost
 from taskapp.sqs.shape import check_task_message
 
 __all__ = ["Request", "Consumer", "classify", "dead_letter_message"]
@@ -136,6 +136,9 @@ class Request(celery_request.Request):
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
     ) -> Any:
         exc = _unwrap(exc_info.exception)
+        if isinstance(exc, WorkerLostError) and self._request_dict.get(RUN_TOKEN):
+            # Before Celery requeues the message: its next delivery finds the claim free.
+            runs_lost.send(sender=self, tokens={self._request_dict[RUN_TOKEN]})
         if not isinstance(exc, NOT_DEAD_LETTERS) and self.task.acks_late:
             letter = DeadLetter.from_exception(
                 classify(exc),

@@ -112,9 +112,9 @@ def test_after_a_sigkill_of_a_pool_child_the_same_worker_completes_it_within_the
     with worker_process(recovery_env["env"], "rc", tmp_path / "c.log") as worker:
         result = _start(recovery_env, tag)
         # when the pool child running it is SIGKILLed (the worker lives on)
-        killed_at = time.time()
         for child in descendants(worker.pid):
             os.kill(child, signal.SIGKILL)
+        killed_at = time.time()
         # then the worker completes it within 3 heartbeat intervals + one receive, once
         _completed_within_bound(tag, since=killed_at)
         _exactly_once(recovery_env, tag, result)

@@ -95,3 +95,18 @@ def test_run_tokens_are_those_of_started_runs_within_their_hard_time_limit() -> 
         _request("e" * 32, now - 301, None),
     ]
     assert run_tokens(requests, now=now) == {"a" * 32, "d" * 32}
+
+
+def test_release_runs_frees_only_the_running_claims_of_lost_runs(database_url: str) -> None:
+    eng = engine(database_url)
+    # given a lost run's claim, a live run's claim, and a finished claim of the lost run
+    assert idempotency.claim(eng, "lost", "t", 60, owner="l" * 32).acquired
+    assert idempotency.claim(eng, "live", "t", 60, owner="a" * 32).acquired
+    assert idempotency.claim(eng, "sent", "t", 60, owner="l" * 32).acquired
+    idempotency.complete(eng, "sent", 1, "l" * 32)
+    # when the pool reports the run lost
+    assert idempotency.release_runs(eng, {"l" * 32}) == 1
+    # then its running claim is free at once; the others stand
+    assert idempotency.claim(eng, "lost", "t", 60).acquired
+    assert not idempotency.claim(eng, "live", "t", 60).acquired
+    assert idempotency.claim(eng, "sent", "t", 60).done
