@@ -20,13 +20,14 @@ answer (delivered as before); anything else, an error, or a failure while the re
 built, is a failed receive: that queue's next receive is scheduled after a backoff (0.25 s
 doubling, capped at ``wait_time_seconds``, so a worker resumes within two long polls once SQS
 answers again). The outage is logged once when it starts and once when it ends, with the
-number of failed calls, not once per call.
+number of failed calls, not once per call; a flapping endpoint, at most once a minute.
 
 What it costs: nothing while SQS answers; during an outage one receive per queue per backoff.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -43,6 +44,8 @@ logger = get_logger(__name__)
 
 #: Seconds before the first retry of a failed receive; doubled on each failure after it.
 FIRST_BACKOFF = 0.25
+#: Seconds after an outage warning during which the next outages are logged at debug level.
+QUIET = 60.0
 #: Errors a receive may raise while its request is built (queue URL lookup, signing).
 _BUILD_ERRORS = (BotoCoreError, ClientError, HttpError, OSError)
 
@@ -57,6 +60,7 @@ class _Outage:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.level = logging.WARNING
         self.calls = 0
         self.by_queue: dict[str, int] = {}
 
@@ -122,9 +126,10 @@ class ReceiveOutages(ChannelMixin):
         if self._current(queue, token):
             self._on_receive_failed(queue, f"no answer in {self._receive_deadline():.0f}s")
 
-    def _on_receive_error(self, queue: str, token: object, error: object) -> None:
+    def _on_receive_error(self, queue: str, token: object, *details: object) -> None:
+        # vine calls an on_error with the failed promise's own arguments before the error
         if self._current(queue, token):
-            self._on_receive_failed(queue, error)
+            self._on_receive_failed(queue, details[-1] if details else "unknown error")
 
     def _on_receive_answer(
         self, queue: str, q_url: str, loop: Any, token: object, response: Any
@@ -154,7 +159,8 @@ class ReceiveOutages(ChannelMixin):
         del outage.by_queue[queue]
         if not outage.by_queue:
             self._outage = None
-            logger.warning(
+            logger.log(
+                outage.level,
                 "SQS receives resumed after %.1fs and %d failed calls",
                 time.monotonic() - outage.started,
                 outage.calls,
@@ -166,7 +172,14 @@ class ReceiveOutages(ChannelMixin):
         outage = self._outage
         if outage is None:
             outage = self._outage = _Outage()
-            logger.warning(
+            # A flapping endpoint (throttling now and then) is one warning a minute, not one
+            # per blip: the blips in between are logged at debug level.
+            if outage.started - self.__dict__.get("_taskapp_outage_logged", -QUIET) < QUIET:
+                outage.level = logging.DEBUG
+            else:
+                self.__dict__["_taskapp_outage_logged"] = outage.started
+            logger.log(
+                outage.level,
                 "SQS receives failing (%s: %s); retrying with backoff until SQS answers",
                 type(error).__name__ if isinstance(error, BaseException) else "receive",
                 str(error)[:300],

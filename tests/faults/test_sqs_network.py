@@ -57,15 +57,16 @@ def _resumed_after(drain: Drain, lifted_at: float, done_before: int, pid: int, l
     return time.monotonic() - lifted_at
 
 
-def test_reset_then_blackhole_mid_drain(drain: Drain, tmp_path: Path) -> None:
+def _cell(drain: Drain, tmp_path: Path, faults: list[tuple[Mode, float]]) -> None:
+    """Drain 100 tasks; once 10 are done, hold each (mode, seconds) of ``faults`` in turn."""
     # given a worker draining 100 tasks through the proxy
     drain.send(100, sleep=0.02)
     log = tmp_path / "worker.log"
     with worker_process(drain.env, "faults", log) as worker:
         wait_for(lambda: drain.done() >= 10, "10 tasks done", timeout=60, interval=0.1)
-        # when SQS connections are reset for 10 s, then blackholed for 10 s
-        _fault(drain, Mode.RESET, 10)
-        _fault(drain, Mode.BLACKHOLE, 10)
+        # when the faults hit mid-drain
+        for mode, seconds in faults:
+            _fault(drain, mode, seconds)
         lifted, before = time.monotonic(), drain.done()
         # then the same worker resumes and drains everything, each task once
         if before < drain.sent:
@@ -76,3 +77,15 @@ def test_reset_then_blackhole_mid_drain(drain: Drain, tmp_path: Path) -> None:
         wait_for(lambda: drain.depth() == 0, "the queue to empty", timeout=60, interval=0.2)
         alive = worker.poll() is None
         _check(drain, log, worker.pid, alive)
+
+
+def test_reset_then_blackhole_mid_drain(drain: Drain, tmp_path: Path) -> None:
+    _cell(drain, tmp_path, [(Mode.RESET, 10), (Mode.BLACKHOLE, 10)])
+
+
+def test_connections_refused_mid_drain(drain: Drain, tmp_path: Path) -> None:
+    _cell(drain, tmp_path, [(Mode.REFUSE, 20)])
+
+
+def test_blackholed_mid_drain(drain: Drain, tmp_path: Path) -> None:
+    _cell(drain, tmp_path, [(Mode.BLACKHOLE, 20)])
