@@ -42,6 +42,8 @@ __all__ = [
     "POINTER_CLASS",
     "SIZE_ATTRIBUTE",
     "KEY_PREFIX",
+    "ETA_ATTRIBUTE",
+    "eta_of",
     "IDEMPOTENCY_ATTRIBUTE",
     "ForeignPointer",
     "PayloadTooLarge",
@@ -60,6 +62,9 @@ KEY_PREFIX = "claim-check/"
 #: Message attribute of a pointer: JSON ``{"task": <task name>, "key": <idempotency key>}``.
 #: Not under ``taskapp.``: a dead letter replaces those attributes, and a redrive needs it.
 IDEMPOTENCY_ATTRIBUTE = "TaskappIdempotency"
+#: Message attribute of a pointer: the task's ETA header, so a worker can hop a long countdown
+#: without reading the object (the body it would read the ETA from is in S3).
+ETA_ATTRIBUTE = "TaskappEta"
 
 # One path segment of plain characters after the prefix: what ``offloader`` writes (a UUID).
 _KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
@@ -159,6 +164,15 @@ def idempotency_of(body: str) -> dict[str, str] | None:
     return {"task": task, "key": str(key)}
 
 
+def eta_of(body: str) -> str | None:
+    """The ``eta`` header of a Celery task message, if it has one (ISO 8601 text)."""
+    try:
+        eta = json.loads(_unbase64(body))["headers"].get("eta")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+    return eta if isinstance(eta, str) and eta else None
+
+
 def _unbase64(body: str) -> str:
     """kombu base64-encodes SQS bodies (``sqs_base64_encoding``); a JSON body is left as is."""
     if body.lstrip().startswith("{"):
@@ -201,6 +215,9 @@ def offloader(s3: Callable[[], Any], bucket: str, threshold: int) -> Callable[..
                 "DataType": "String",
                 "StringValue": json.dumps(identity),
             }
+        eta = eta_of(body)
+        if eta is not None:
+            attributes[ETA_ATTRIBUTE] = {"DataType": "String", "StringValue": eta}
         params["MessageAttributes"] = attributes
 
     return offload

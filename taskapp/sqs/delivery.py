@@ -44,6 +44,7 @@ from kombu.utils.encoding import bytes_to_str
 from taskapp.queues import FIFO_SUFFIX
 from taskapp.sqs.acks import AckBatchMixin
 from taskapp.sqs.claimcheck import (
+    ETA_ATTRIBUTE,
     IDEMPOTENCY_ATTRIBUTE,
     MissingPayload,
     check_pointer,
@@ -304,8 +305,12 @@ class Channel(AckBatchMixin, SQSChannel):
         if qname.endswith(FIFO_SUFFIX):
             return False
         try:
-            text = bytes_to_str(self._decode_python_message_body(message["Body"]))
-            headers = self._prepare_json_payload(text).get("headers") or {}
+            pointer = pointer_of(message)
+            if pointer is not None:  # the body is in S3; the pointer carries its ETA
+                headers = {"eta": _attribute(message, ETA_ATTRIBUTE), "id": pointer[1]}
+            else:
+                text = bytes_to_str(self._decode_python_message_body(message["Body"]))
+                headers = self._prepare_json_payload(text).get("headers") or {}
             remaining = remaining_seconds(headers.get("eta"))
         except Exception:  # noqa: BLE001 - malformed: _message_to_python refuses it
             return False

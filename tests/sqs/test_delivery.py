@@ -134,6 +134,25 @@ def test_long_delay_hops_several_times_and_runs_once(
     assert ran_at - sent >= 9
 
 
+def test_a_claim_checked_long_delay_hops_too_and_is_never_held(
+    worker: Any, hop: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.tasks import digest
+
+    # given a hop of 2 s, and a body over the claim-check threshold: SQS holds only a pointer
+    hop(2)
+    data = "y" * (2 * 1024 * 1024)
+    sent = time.time()
+    with caplog.at_level(logging.DEBUG, logger="taskapp.sqs.delivery"):
+        result = digest.apply_async((data,), countdown=7)
+        assert result_or_whereabouts(result, timeout=30, interval=0.1)["length"] == len(data)
+    # then the pointer was re-published hop by hop (with its ETA), not held by the worker until
+    # due (a held countdown runs twice on SQS once it outlasts the visibility timeout), and ran
+    hops = [r for r in caplog.records if "hopped task claim-check/" in r.getMessage()]
+    assert len(hops) >= 2
+    assert time.time() - sent >= 7
+
+
 def test_task_running_three_visibility_timeouts_is_never_redelivered(worker: Any, sqs: Any) -> None:
     # given a task that runs 9 s, whose message's visibility is cut to 3 s once it started
     # (ChangeMessageVisibility on its receipt handle: the same clock SQS applies to a queue
