@@ -200,8 +200,9 @@ class Settings(BaseSettings):
         default=10,
         ge=1,
         le=300,
-        description="Seconds between visibility renewals of the messages a worker holds; a dead "
-        "worker's messages come back within three intervals.",
+        description="Seconds between visibility renewals of the messages a worker holds, and "
+        "of the idempotency claims of its running tasks; a dead worker's messages come back, "
+        "and its claims expire, within three intervals.",
     )
     claim_check_threshold: int = Field(
         default=1_040_384,
