@@ -51,6 +51,7 @@ from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_le
 from taskapp.sqs.delivery import receive_count, refusal_of
 from taskapp.sqs.heartbeat import RUN_TOKEN, runs_lost
 from taskapp.sqs.shape import check_task_message
+from taskapp.sqs.unavailable import MAX_WAITS, come_back, unavailable, wait_delay, waits_of
 
 __all__ = ["Request", "Consumer", "classify", "dead_letter_message"]
 
@@ -76,6 +77,8 @@ def classify(exc: BaseException) -> str:
         return "retries-exhausted"
     if isinstance(exc, TimeLimitExceeded):
         return "timeout"
+    if unavailable(exc):
+        return "unavailable"
     return "crash"
 
 
@@ -140,6 +143,8 @@ class Request(celery_request.Request):
             # Before Celery requeues the message: its next delivery finds the claim free.
             runs_lost.send(sender=self, tokens={self._request_dict[RUN_TOKEN]})
         if not isinstance(exc, NOT_DEAD_LETTERS) and self.task.acks_late:
+            if unavailable(exc) and self._wait_for_database(exc):
+                return None
             letter = DeadLetter.from_exception(
                 classify(exc),
                 exc,
@@ -155,6 +160,26 @@ class Request(celery_request.Request):
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+    def _wait_for_database(self, exc: BaseException) -> bool:
+        """Send the message to come back later (``taskapp/sqs/unavailable.py``) unless it has
+        waited ``MAX_WAITS`` times already (then False: it is dead-lettered as ``unavailable``)."""
+        waits = waits_of(self.delivery_info.get("sqs_message") or {})
+        if waits >= MAX_WAITS:
+            return False
+        if come_back(self._message):
+            self.acknowledge()
+        else:
+            self.reject(requeue=False)
+        logger.warning(
+            "database unavailable task=%s id=%s waits=%d, back in %ss: %s",
+            self.name,
+            self.id,
+            waits + 1,
+            wait_delay(waits),
+            type(exc).__name__,
+        )
+        return True
 
 
 def refusal_reason(exc: BaseException) -> str:

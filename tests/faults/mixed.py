@@ -68,11 +68,14 @@ class MixedLoad:
     reports: list[str] = field(default_factory=list)  # task ids
 
     # -- queueing ----------------------------------------------------------------------------
-    def send(self, noops: int = 4, emails: int = 3, images: int = 1, reports: int = 1) -> None:
+    def send(
+        self, noops: int = 4, emails: int = 3, images: int = 1, reports: int = 1, sleep: float = 0
+    ) -> None:
+        """Queue more tasks (no-ops that take ``sleep`` seconds, so a fault can hit them)."""
         producer = self.drain.producer
         for _ in range(noops):
             tag = f"{self.run}-n{len(self.noops)}"
-            producer.send_task("tests.record", args=[tag])
+            producer.send_task("tests.record", args=[tag], kwargs={"sleep": sleep})
             self.noops.append(tag)
         for _ in range(emails):
             to = f"{self.run}-e{len(self.emails)}@example.com"
