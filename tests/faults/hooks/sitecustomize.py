@@ -13,6 +13,10 @@ reaching the endpoint, with one of ``RequestThrottled`` / ``ThrottlingException`
   (``AsyncHTTPSConnection.getresponse``), so kombu parses it as AWS's.
 
 Counts go to ``TASKAPP_TEST_INJECT_LOG`` (one line per injected error) when set.
+
+``TASKAPP_TEST_INJECT_S3_SLOWDOWN`` names a flag file: while it exists, every S3 ``PutObject``
+and ``UploadPart`` is answered ``503 SlowDown`` (a ``before-send`` handler, so botocore's own
+retries see it as AWS's); the test switches the fault by creating and removing the file.
 """
 
 from __future__ import annotations
@@ -109,5 +113,39 @@ def _install() -> None:
     aws_connection.AsyncHTTPSConnection.getresponse = getresponse  # type: ignore[method-assign]
 
 
+SLOWDOWN_FLAG = os.environ.get("TASKAPP_TEST_INJECT_S3_SLOWDOWN")
+_SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+def _slow_down(request: Any, **_: Any) -> Any:
+    if not SLOWDOWN_FLAG or not os.path.exists(SLOWDOWN_FLAG):
+        return None
+    from botocore.awsrequest import AWSResponse
+
+    if path := os.environ.get("TASKAPP_TEST_INJECT_LOG"):
+        with open(path, "a") as out:
+            out.write(f"{os.getpid()} SlowDown\n")
+    return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw(_SLOWDOWN))
+
+
+def _install_s3() -> None:
+    import botocore.client
+
+    created = botocore.client.BaseClient.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        created(self, *args, **kwargs)
+        if self.meta.service_model.service_name == "s3":
+            for operation in ("PutObject", "UploadPart"):
+                self.meta.events.register(f"before-send.s3.{operation}", _slow_down)
+
+    botocore.client.BaseClient.__init__ = init  # type: ignore[method-assign]
+
+
 if SHARE:
     _install()
+if SLOWDOWN_FLAG:
+    _install_s3()
