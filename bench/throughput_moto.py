@@ -21,7 +21,8 @@ from typing import Any
 
 from taskapp.local.aws import LocalAWS
 
-_QUEUE_URL = re.compile(rb'"Queue(?:Url|Name)"\s*:\s*"([^"]+)"')
+# ListQueues is attributed to its QueueNamePrefix (a contender's prefix), like a queue name.
+_QUEUE_URL = re.compile(rb'"Queue(?:Url|Name|NamePrefix)"\s*:\s*"([^"]+)"')
 
 
 class CountingApp:
@@ -68,6 +69,9 @@ def classify(environ: dict[str, Any], body: bytes) -> str:
             return f"sns {action} {form['TopicArn'][0].rsplit(':', 1)[-1]}"
         if "QueueUrl" in form:
             return f"sqs {action} {form['QueueUrl'][0].rsplit('/', 1)[-1]}"
+        if "QueueName" in form or "QueueNamePrefix" in form:
+            name = (form.get("QueueName") or form["QueueNamePrefix"])[0]
+            return f"sqs {action} {name}"
         return f"query {action} -"
     return f"other {environ.get('REQUEST_METHOD', '-')} -"
 
