@@ -70,6 +70,7 @@ from taskapp.sqs.ephemeral import (
     delete_owned,
     ephemeral_kind,
 )
+from taskapp.sqs.event_outages import EventOutages
 from taskapp.sqs.kombu_channel import ChannelMixin, Payload, SQSMessage
 from taskapp.sqs.sampling import json_body, sample_task_events
 
@@ -90,7 +91,10 @@ class SnsTopicExchange(TopicExchange):
 
     def deliver(self, message: Payload, exchange: str, routing_key: str, **kwargs: Any) -> None:
         if self.channel._exchange_is_fanout(exchange):
-            self.channel._put_fanout(exchange, message, routing_key, **kwargs)
+            # Best effort: while SNS fails, events are dropped (taskapp/sqs/event_outages.py).
+            self.channel.event_outages.publish(
+                lambda: self.channel._put_fanout(exchange, message, routing_key, **kwargs)
+            )
         else:
             super().deliver(message, exchange, routing_key, **kwargs)
 
@@ -122,6 +126,14 @@ class MonitoringChannel(ChannelMixin):
     @property
     def supports_fanout(self) -> bool:  # type: ignore[override]
         return bool(self.transport_options.get("supports_fanout", True))
+
+    @property
+    def event_outages(self) -> EventOutages:
+        """This channel's event publishing during SNS outages."""
+        outages: EventOutages | None = self.__dict__.get("_event_outages")
+        if outages is None:
+            outages = self.__dict__["_event_outages"] = EventOutages()
+        return outages
 
     @property
     def event_sample_rate(self) -> float:

@@ -16,9 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], name: str, log: Path, queue: str = "default", pool: str = "prefork"
+    env: dict[str, str],
+    name: str,
+    log: Path,
+    queue: str = "default",
+    pool: str = "prefork",
+    extra: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker running one task at a time, consuming ``queue``; stopped by PID at exit."""
+    """A worker running one task at a time, consuming ``queue``; stopped by PID at exit.
+    ``extra``: more ``celery worker`` options (``-E``)."""
     argv = [
         sys.executable,
         "-m",
@@ -36,6 +42,7 @@ def worker_process(
         "-n",
         f"{name}@%h",
         "--loglevel=INFO",
+        *extra,
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(

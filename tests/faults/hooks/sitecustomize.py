@@ -17,6 +17,8 @@ Counts go to ``TASKAPP_TEST_INJECT_LOG`` (one line per injected error) when set.
 ``TASKAPP_TEST_INJECT_S3_SLOWDOWN`` names a flag file: while it exists, every S3 ``PutObject``
 and ``UploadPart`` is answered ``503 SlowDown`` (a ``before-send`` handler, so botocore's own
 retries see it as AWS's); the test switches the fault by creating and removing the file.
+``TASKAPP_TEST_INJECT_SNS_FAILURE`` does the same for SNS ``Publish``/``PublishBatch``
+(``500 InternalError``): events and remote control.
 """
 
 from __future__ import annotations
@@ -131,16 +133,34 @@ def _slow_down(request: Any, **_: Any) -> Any:
     return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw(_SLOWDOWN))
 
 
-def _install_s3() -> None:
+SNS_FLAG = os.environ.get("TASKAPP_TEST_INJECT_SNS_FAILURE")
+_SNS_ERROR = (
+    b"<ErrorResponse><Error><Type>Receiver</Type><Code>InternalError</Code>"
+    b"<Message>injected</Message></Error><RequestId>0</RequestId></ErrorResponse>"
+)
+
+
+def _sns_fails(request: Any, **_: Any) -> Any:
+    if not SNS_FLAG or not os.path.exists(SNS_FLAG):
+        return None
+    from botocore.awsrequest import AWSResponse
+
+    if path := os.environ.get("TASKAPP_TEST_INJECT_LOG"):
+        with open(path, "a") as out:
+            out.write(f"{os.getpid()} SNSInternalError\n")
+    return AWSResponse(request.url, 500, {"content-type": "text/xml"}, _Raw(_SNS_ERROR))
+
+
+def _install_for(service: str, operations: tuple[str, ...], handler: Any) -> None:
     import botocore.client
 
     created = botocore.client.BaseClient.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         created(self, *args, **kwargs)
-        if self.meta.service_model.service_name == "s3":
-            for operation in ("PutObject", "UploadPart"):
-                self.meta.events.register(f"before-send.s3.{operation}", _slow_down)
+        if self.meta.service_model.service_name == service:
+            for operation in operations:
+                self.meta.events.register(f"before-send.{service}.{operation}", handler)
 
     botocore.client.BaseClient.__init__ = init  # type: ignore[method-assign]
 
@@ -148,4 +168,6 @@ def _install_s3() -> None:
 if SHARE:
     _install()
 if SLOWDOWN_FLAG:
-    _install_s3()
+    _install_for("s3", ("PutObject", "UploadPart"), _slow_down)
+if SNS_FLAG:
+    _install_for("sns", ("Publish", "PublishBatch"), _sns_fails)
