@@ -20,12 +20,8 @@ from tests.integration.processes import worker_process
 from tests.support.faultproxy import Mode
 from tests.support.waiting import wait_for
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.faults,
-    pytest.mark.timeout(480),
-]
+#: Under a minute each here; the outage cell (about 50 s) is in the ``faults`` group.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
 OUTAGE = 20
 
@@ -70,6 +66,7 @@ def test_postgres_connections_reset_three_times_mid_drain(
     _cell(drain, s3, settings, tmp_path, resets)
 
 
+@pytest.mark.faults
 def test_postgres_down_mid_drain(drain: Drain, s3: Any, settings: Settings, tmp_path: Path) -> None:
     def down(load: MixedLoad, proxy: Any) -> int:
         proxy.set(Mode.RESET)

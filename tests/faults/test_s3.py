@@ -17,12 +17,7 @@ from tests.faults.mixed import MixedLoad, finish, prepare_database, queue_arg, s
 from tests.integration.processes import worker_process
 from tests.support.waiting import wait_for
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.faults,
-    pytest.mark.timeout(480),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
 OUTAGE = 20
 

@@ -25,7 +25,6 @@ OUTAGE = 20
 
 
 @pytest.mark.slow
-@pytest.mark.faults
 @pytest.mark.timeout(480)
 def test_sns_publish_failing_mid_drain(
     drain: Drain, s3: Any, settings: Settings, tmp_path: Path
