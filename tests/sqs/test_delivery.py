@@ -148,8 +148,9 @@ def test_a_claim_checked_long_delay_hops_too_and_is_never_held(
         assert result_or_whereabouts(result, timeout=30, interval=0.1)["length"] == len(data)
     # then the pointer was re-published hop by hop (with its ETA), not held by the worker until
     # due (a held countdown runs twice on SQS once it outlasts the visibility timeout), and ran
+    # (one hop proves it: a held message is never re-published; how many depends on the load)
     hops = [r for r in caplog.records if "hopped task claim-check/" in r.getMessage()]
-    assert len(hops) >= 2
+    assert len(hops) >= 1
     assert time.time() - sent >= 7
 
 
