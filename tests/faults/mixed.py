@@ -218,6 +218,23 @@ def smtp_url(port: int) -> str:
     return f"smtp://127.0.0.1:{port}?timeout=5"
 
 
+def sqlite_env(
+    drain: Drain, tmp_path: Path, smtp_port: int, **extra: str
+) -> tuple[str, dict[str, str]]:
+    """A prepared SQLite database under ``tmp_path``, and a worker environment on it that sends
+    email by SMTP to ``smtp_port`` (plus ``extra``): ``(database URL, environment)``."""
+    db = f"sqlite:///{tmp_path}/app.db"
+    prepare_database(db)
+    env = {
+        **drain.env,
+        "TASKAPP_DATABASE_URL": db,
+        "TASKAPP_EMAIL_BACKEND": "smtp",
+        "TASKAPP_SMTP_URL": smtp_url(smtp_port),
+        **extra,
+    }
+    return db, env
+
+
 def finish(load: MixedLoad, worker: Any, log: Path, done_before: int) -> dict[str, int]:
     """After the fault is lifted: the same worker resumes, then drains; check the ledger."""
     lifted = time.monotonic()

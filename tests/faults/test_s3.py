@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import Settings
 from tests.faults.conftest import Drain
-from tests.faults.mixed import MixedLoad, finish, prepare_database, queue_arg, sink, smtp_url
+from tests.faults.mixed import MixedLoad, finish, queue_arg, sink, sqlite_env
 from tests.integration.processes import worker_process
 from tests.support.waiting import wait_for
 
@@ -26,18 +26,13 @@ def test_s3_puts_slow_down_mid_thumbnails(
     drain: Drain, s3: Any, settings: Settings, tmp_path: Path
 ) -> None:
     # given a worker draining a mixed load, whose S3 puts fail while a flag file exists
-    db = f"sqlite:///{tmp_path}/app.db"
-    prepare_database(db)
     server = sink()
     flag, injected = tmp_path / "slowdown", tmp_path / "injected.txt"
-    env = {
-        **drain.env,
-        "TASKAPP_DATABASE_URL": db,
-        "TASKAPP_EMAIL_BACKEND": "smtp",
-        "TASKAPP_SMTP_URL": smtp_url(server.port),
+    inject = {
         "TASKAPP_TEST_INJECT_S3_SLOWDOWN": str(flag),
         "TASKAPP_TEST_INJECT_LOG": str(injected),
     }
+    db, env = sqlite_env(drain, tmp_path, server.port, **inject)
     log = tmp_path / "worker.log"
     try:
         load = MixedLoad(drain, s3, settings.bucket, server, db)

@@ -14,7 +14,7 @@ import pytest
 
 from config.settings import Settings
 from tests.faults.conftest import Drain
-from tests.faults.mixed import MixedLoad, finish, prepare_database, queue_arg, sink, smtp_url
+from tests.faults.mixed import MixedLoad, finish, queue_arg, sink, sqlite_env
 from tests.integration.processes import worker_process
 from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.waiting import wait_for
@@ -34,19 +34,12 @@ def test_smtp_421_once_then_refused_mid_drain(
 ) -> None:
     # given a mixed load, a worker whose SMTP server is behind a proxy, and a first DATA answered
     # 421 (the server closing the session)
-    db = f"sqlite:///{tmp_path}/app.db"
-    prepare_database(db)
     server = sink()
     server.answer("421 4.3.2 Service shutting down, closing channel")
     log = tmp_path / "worker.log"
     try:
         with FaultProxy(("127.0.0.1", server.port)) as proxy:
-            env = {
-                **drain.env,
-                "TASKAPP_DATABASE_URL": db,
-                "TASKAPP_EMAIL_BACKEND": "smtp",
-                "TASKAPP_SMTP_URL": smtp_url(proxy.port),
-            }
+            db, env = sqlite_env(drain, tmp_path, proxy.port)
             load = MixedLoad(drain, s3, settings.bucket, server, db)
             load.send()
             with worker_process(env, "mixed", log, queue=queue_arg()) as worker:
