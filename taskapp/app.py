@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task, signals
 from celery.exceptions import Ignore
 
-from taskapp import preflight
+from taskapp import preflight, workerstats
 from taskapp.sqs.heartbeat import RUN_TOKEN, runs_lost, runs_renewed
 
 __all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
@@ -197,6 +197,7 @@ class TaskappTask(_TaskBase):
         Not a Celery retry: waiting for a twin must not use up the task's own retries.
         """
         countdown = max(1, math.ceil(wait))
+        workerstats.count_wait()  # shared memory, published by the heartbeat (no I/O here)
         self.signature_from_request(self.request, args, kwargs, countdown=countdown).apply_async()
         raise Ignore()
 
@@ -231,6 +232,27 @@ def _renew_claims(tokens: set[str], lease_seconds: float, **_: Any) -> None:
         idempotency.renew(engine(), tokens, lease_seconds)
     except SQLAlchemyError as exc:  # the next tick tries again; the claims outlive two misses
         logger.warning("could not renew %d idempotency claims: %r", len(tokens), exc)
+
+
+#: This worker's heartbeat counts not yet in ``worker_stats`` (main process only).
+_tally = workerstats.Tally()
+
+
+@runs_renewed.connect
+def _publish_worker_stats(worker: str = "", renewed: int = 0, failed: int = 0, **_: Any) -> None:
+    """Each heartbeat adds its renewals and failures, and the idempotency waits since the last
+    publish, to this worker's ``worker_stats`` row for ``taskapp metrics`` (one statement, and
+    none when nothing changed)."""
+    if not worker:
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from taskapp.db import engine
+
+    try:
+        _tally.tick(engine(), worker, renewed, failed)
+    except SQLAlchemyError as exc:  # kept and added at the next tick
+        logger.warning("could not publish the worker's heartbeat counters: %r", exc)
 
 
 @runs_lost.connect

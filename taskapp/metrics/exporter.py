@@ -38,6 +38,7 @@ from taskapp.metrics.readings import (
     worker_leases,
 )
 from taskapp.queues import dlq_name, queue_names
+from taskapp.workerstats import read as worker_counters
 
 __all__ = ["Exporter", "Snapshot", "requests_per_hour"]
 
@@ -69,6 +70,7 @@ class Snapshot:
     workers: dict[str, float] | None = None
     claim_checks: ClaimChecks | None = None
     idempotency: dict[str, float] | None = None
+    worker_counters: dict[str, dict[str, float]] | None = None
 
 
 class Exporter(Collector):
@@ -133,6 +135,7 @@ class Exporter(Collector):
         bucket = self.settings.bucket
         snap.claim_checks = self._guard("s3", lambda: claim_checks(self.s3, bucket, now))
         snap.idempotency = self._guard("database", lambda: idempotency_claims(self.engine, now))
+        snap.worker_counters = self._guard("database", lambda: worker_counters(self.engine))
         return snap
 
     def _read_queue(self, name: str, is_dlq: bool, now: float) -> QueueReading | None:
@@ -260,3 +263,33 @@ def _other_metrics(snap: Snapshot) -> Iterator[Metric]:
             "How long a duplicate delivery of the longest live claim would wait now.",
             value=snap.idempotency["longest_wait"],
         )
+    if snap.worker_counters is not None:
+        yield from _worker_counter_metrics(snap.worker_counters)
+
+
+#: (metric, ``worker_stats`` column, help) of the counters each worker publishes itself.
+WORKER_COUNTERS = (
+    (
+        "taskapp_heartbeat_renewals",
+        "renewals",
+        "Messages whose visibility a worker's heartbeat renewed (published once per tick).",
+    ),
+    (
+        "taskapp_heartbeat_failures",
+        "failures",
+        "Messages whose visibility a worker's heartbeat failed to renew (refused or an error).",
+    ),
+    (
+        "taskapp_idempotency_waits",
+        "waits",
+        "Duplicate deliveries a worker sent back to wait for another delivery's live claim.",
+    ),
+)
+
+
+def _worker_counter_metrics(rows: dict[str, dict[str, float]]) -> Iterator[Metric]:
+    for name, column, help_text in WORKER_COUNTERS:
+        family = CounterMetricFamily(name, help_text, labels=["worker"])
+        for worker, row in sorted(rows.items()):
+            family.add_metric([worker], row[column])
+        yield family

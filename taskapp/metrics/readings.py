@@ -13,11 +13,10 @@ worker heartbeats        the ``taskapp:lease`` tag a worker refreshes on its rem
                          ListQueueTags per worker
 claim-check objects      ListObjectsV2 under ``claim-check/`` (1,000 objects a page)
 idempotency claims       one grouped query on ``idempotency_keys``
+worker counters          one query on ``worker_stats``: heartbeat renewals and failures and
+                         idempotency waits, which only a worker sees, so each worker adds
+                         them to its row once per heartbeat tick (taskapp/workerstats.py)
 =======================  ===================================================================
-
-Not observable from outside, so not exported: the visibility heartbeat's renewals and failures
-(``taskapp/sqs/heartbeat.py`` logs them) and how often a delivery waited on a live claim
-(``taskapp/idempotency.py``). Each needs a counter in the worker.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ message of a worker that dies comes back within three intervals, not a whole tim
 On a warm shutdown the worker finishes its running tasks; the prefetched messages no child has
 started are handed back by the transport with visibility 0 (``Channel._put``, transport.py).
 
-The same tick sends ``runs_renewed`` with the run tokens of the requests the worker is really
+The same tick sends ``runs_renewed`` with how many messages it renewed and failed to renew and
+the worker's hostname (the app adds them to the worker's counters, taskapp/workerstats.py), and
+with the run tokens of the requests the worker is really
 running (Celery's active requests, within their hard time limits): the app connects the renewal
 of those runs' idempotency claims to it, so a claim lives exactly as long as its SQS message is
 held. The worker's ``Request`` gives each request its token (``RUN_TOKEN`` in the request dict,
@@ -46,9 +48,14 @@ __all__ = [
 #: The request-dict entry holding a run's token (a 32-character hex string).
 RUN_TOKEN = "taskapp_run"
 
-#: Sent on every heartbeat tick with ``tokens`` (a set of run tokens) and ``lease_seconds``.
+#: Sent on every heartbeat tick with ``tokens`` (a set of run tokens), ``lease_seconds``, and
+#: ``worker`` (hostname), ``renewed`` and ``failed`` (messages whose visibility this tick did and
+#: did not renew).
 #: Celery logs and swallows what a receiver raises, so a failed renewal never stops the ticks.
-runs_renewed = Signal(name="taskapp.runs_renewed", providing_args=["tokens", "lease_seconds"])
+runs_renewed = Signal(
+    name="taskapp.runs_renewed",
+    providing_args=["tokens", "lease_seconds", "worker", "renewed", "failed"],
+)
 #: Sent with ``tokens`` when the pool reports the process of those runs lost (a pool child
 #: killed): they will never finish, so their claims need not wait out a lease.
 runs_lost = Signal(name="taskapp.runs_lost", providing_args=["tokens"])
@@ -120,16 +127,26 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         options = parent.app.conf.broker_transport_options
         self.interval = float(options.get("heartbeat_interval", 10))
         self.tref: Any = None
+        self.hostname = str(getattr(parent, "hostname", "") or "")
 
     def start(self, parent: Any) -> None:
         self.tref = parent.timer.call_repeatedly(self.interval, self.beat, priority=10)
 
     def beat(self) -> None:
         lease = int(self.interval * 3)
-        change_visibility(list(worker_state.reserved_requests), lease)
+        reserved = list(worker_state.reserved_requests)
+        held = sum(len(handles) for handles in _held(reserved).values())
+        renewed = change_visibility(reserved, lease)
         # Only what is really running: a dead pool child's request has left active_requests.
         running = run_tokens(list(worker_state.active_requests))
-        runs_renewed.send(sender=self, tokens=running, lease_seconds=lease)
+        runs_renewed.send(
+            sender=self,
+            tokens=running,
+            lease_seconds=lease,
+            worker=self.hostname,
+            renewed=renewed,
+            failed=held - renewed,
+        )
 
     def stop(self, parent: Any) -> None:
         if self.tref is not None:

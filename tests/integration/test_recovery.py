@@ -156,3 +156,75 @@ def test_a_run_longer_than_its_short_lease_keeps_its_claim_while_it_lives(
         assert not duplicate.done
         assert result_or_whereabouts(result, timeout=60, interval=0.1) == 1
     assert len(effect_times(tag)) == 1
+
+
+def _worker_counters(url: str, worker: str) -> dict[str, float]:
+    """The exporter's per-worker counters for ``worker`` (``name@host``) from one GET /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("worker", "").startswith(f"{worker}@")
+    }
+
+
+def test_the_exporter_reports_a_workers_heartbeat_renewals_and_idempotency_waits(
+    recovery_env: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from taskapp import idempotency
+    from taskapp.db import engine
+    from taskapp.metrics import Exporter
+
+    name = f"rm{uuid.uuid4().hex[:8]}"
+    ours = settings.model_copy(update={"queue_prefix": recovery_env["env"]["TASKAPP_QUEUE_PREFIX"]})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Exporter(ours, interval=0))
+    server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    producer = recovery_env["producer"]
+    try:
+        with worker_process(recovery_env["env"], name, tmp_path / "m.log"):
+            # given: a run held across a few heartbeat ticks (a prefork pool child runs it)
+            held = producer.send_task(
+                "tests.record_long_limit", args=[uuid.uuid4().hex], kwargs={"sleep": 3 * INTERVAL}
+            )
+            assert result_or_whereabouts(held, timeout=60, interval=0.1) == 1
+            # and a delivery whose key another delivery holds a live claim on
+            arg = uuid.uuid4().hex
+            key = idempotency.key_for("tests.record_long_limit", arg)
+            other = idempotency.claim(engine(), key, "tests.record_long_limit", 20)
+            assert other.acquired
+            duplicate = producer.send_task(
+                "tests.record_long_limit",
+                args=[uuid.uuid4().hex],
+                headers={"idempotency_key": arg},
+            )
+
+            # when: the exporter is scraped
+            seen = wait_for(
+                lambda: (
+                    (c := _worker_counters(url, name)).get("taskapp_idempotency_waits_total") and c
+                ),
+                "the worker's idempotency wait on /metrics",
+                timeout=60,
+                interval=0.5,
+            )
+
+            # then: the renewals of the held run and the wait in the pool child are there
+            assert seen["taskapp_heartbeat_renewals_total"] >= 1
+            assert seen["taskapp_heartbeat_failures_total"] == 0
+            assert seen["taskapp_idempotency_waits_total"] >= 1
+            # the other delivery lets go: the one that waited runs when it comes back
+            idempotency.release(engine(), key, other.owner)
+            assert result_or_whereabouts(duplicate, timeout=90, interval=0.2) == 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -32,6 +32,7 @@ from taskapp.db import engine, upgrade
 from taskapp.idempotency import DONE, RUNNING, idempotency_keys
 from taskapp.metrics import Exporter
 from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.workerstats import publish
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "monitoring" / "prometheus" / "alerts.yml"
@@ -145,6 +146,10 @@ def test_scrape_serves_depths_dead_letters_claim_checks_claims_and_heartbeats(
                 for k, s, u in rows
             ],
         )
+    # a worker's own counters, published over two heartbeat ticks
+    db = engine(world.database_url.get_secret_value())
+    publish(db, "w1@host-1", renewals=5, failures=0, waits=1)
+    publish(db, "w1@host-1", renewals=2, failures=1, waits=0)
     sqs.create_queue(
         QueueName=f"{world.queue_prefix}mon-ctl-{uuid.uuid4().hex[:16]}",
         tags={"taskapp:owner": "host-1:42", "taskapp:lease": str(int(now - 30))},
@@ -178,6 +183,10 @@ def test_scrape_serves_depths_dead_letters_claim_checks_claims_and_heartbeats(
     assert worker == (("worker", "host-1:42"),)
     assert 30 <= age < 30 + (time.time() - now) + 2
     assert metrics["taskapp_workers"] == {(): 1}
+    w1 = (("worker", "w1@host-1"),)
+    assert metrics["taskapp_heartbeat_renewals_total"] == {w1: 7}
+    assert metrics["taskapp_heartbeat_failures_total"] == {w1: 1}
+    assert metrics["taskapp_idempotency_waits_total"] == {w1: 1}
 
 
 def test_scrapes_within_one_interval_share_one_read_per_queue(
@@ -235,6 +244,8 @@ def test_alert_rules_and_dashboard_name_only_metrics_the_exporter_serves(
     # when: the names it serves, including families without a sample now (an empty DLQ)
     families = list(text_string_to_metric_families(served.text()))
     served_names = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    # a counter family without a sample yet (no worker has published) serves <name>_total
+    served_names |= {f"{f.name}_total" for f in families if f.type == "counter"}
 
     # then: every name they use is served (the three alerts the issue asks for among them)
     used = _metric_names("\n".join(exprs + targets))
