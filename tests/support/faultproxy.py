@@ -39,9 +39,17 @@ class Mode(enum.Enum):
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close ``sock`` with an RST instead of a FIN."""
+    """Close ``sock`` with an RST instead of a FIN.
+
+    ``shutdown(SHUT_RD)`` first: a pump thread blocked in ``recv`` on this socket keeps it alive
+    through ``close()`` (the kernel releases it, and sends the RST, only when that call returns),
+    so without it a reset connection could stay open and silent, and the client behind it hang
+    on a reply that never comes (a worker's COMMIT waited for its soft time limit).
+    """
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)  # wakes a thread blocked in recv on it
         sock.close()
     except OSError:
         pass
