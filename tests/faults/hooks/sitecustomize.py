@@ -120,19 +120,6 @@ _SLOWDOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
-
-
-def _slow_down(request: Any, **_: Any) -> Any:
-    if not SLOWDOWN_FLAG or not os.path.exists(SLOWDOWN_FLAG):
-        return None
-    from botocore.awsrequest import AWSResponse
-
-    if path := os.environ.get("TASKAPP_TEST_INJECT_LOG"):
-        with open(path, "a") as out:
-            out.write(f"{os.getpid()} SlowDown\n")
-    return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw(_SLOWDOWN))
-
-
 SNS_FLAG = os.environ.get("TASKAPP_TEST_INJECT_SNS_FAILURE")
 _SNS_ERROR = (
     b"<ErrorResponse><Error><Type>Receiver</Type><Code>InternalError</Code>"
@@ -140,15 +127,26 @@ _SNS_ERROR = (
 )
 
 
-def _sns_fails(request: Any, **_: Any) -> Any:
-    if not SNS_FLAG or not os.path.exists(SNS_FLAG):
-        return None
-    from botocore.awsrequest import AWSResponse
+def _answer_while_flagged(
+    flag: str | None, label: str, status: int, content_type: str, body: bytes
+) -> Any:
+    """A before-send handler answering ``status`` with ``body`` while the file ``flag`` exists."""
 
-    if path := os.environ.get("TASKAPP_TEST_INJECT_LOG"):
-        with open(path, "a") as out:
-            out.write(f"{os.getpid()} SNSInternalError\n")
-    return AWSResponse(request.url, 500, {"content-type": "text/xml"}, _Raw(_SNS_ERROR))
+    def handler(request: Any, **_: Any) -> Any:
+        if not flag or not os.path.exists(flag):
+            return None
+        from botocore.awsrequest import AWSResponse
+
+        if path := os.environ.get("TASKAPP_TEST_INJECT_LOG"):
+            with open(path, "a") as out:
+                out.write(f"{os.getpid()} {label}\n")
+        return AWSResponse(request.url, status, {"content-type": content_type}, _Raw(body))
+
+    return handler
+
+
+_slow_down = _answer_while_flagged(SLOWDOWN_FLAG, "SlowDown", 503, "application/xml", _SLOWDOWN)
+_sns_fails = _answer_while_flagged(SNS_FLAG, "SNSInternalError", 500, "text/xml", _SNS_ERROR)
 
 
 def _install_for(service: str, operations: tuple[str, ...], handler: Any) -> None:
