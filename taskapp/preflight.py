@@ -48,7 +48,6 @@ __all__ = [
 UPGRADE_COMMAND = "taskapp db upgrade"
 PROVISION_COMMAND = "taskapp queues provision"
 BUCKET_COMMAND = "taskapp aws bucket"
-_BUCKET_MISSING = ("404", "NoSuchBucket", "NotFound")
 
 
 class Refusal(Exception):
@@ -323,11 +322,12 @@ def bucket_problem(settings: Any) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from taskapp.aws import client
+    from taskapp.aws.s3 import bucket_is_missing
 
     try:
         client("s3", settings, profile="quick").head_bucket(Bucket=settings.bucket)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) not in _BUCKET_MISSING:
+        if not bucket_is_missing(exc):
             return None  # 403: this role may not list it, which says nothing about its existence
     except BotoCoreError:
         return None

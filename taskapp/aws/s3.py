@@ -13,7 +13,15 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-__all__ = ["MISSING_CODES", "RETRYABLE_CODES", "S3Failure", "classify", "ensure_bucket"]
+__all__ = [
+    "BUCKET_MISSING_CODES",
+    "MISSING_CODES",
+    "RETRYABLE_CODES",
+    "S3Failure",
+    "bucket_is_missing",
+    "classify",
+    "ensure_bucket",
+]
 
 #: A key (or object) that does not exist. ``NoSuchBucket`` is not one: it is a broken setup.
 MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
@@ -49,13 +57,22 @@ def classify(exc: BaseException) -> S3Failure:
     return "permanent"
 
 
+#: Error codes of HeadBucket (or any call) on a bucket that does not exist.
+BUCKET_MISSING_CODES = frozenset({"404", "NoSuchBucket", "NotFound"})
+
+
+def bucket_is_missing(exc: ClientError) -> bool:
+    """Whether ``exc`` says the bucket does not exist (a 403 says nothing about that)."""
+    return str(exc.response.get("Error", {}).get("Code")) in BUCKET_MISSING_CODES
+
+
 def ensure_bucket(s3: Any, bucket: str) -> bool:
     """Create ``bucket`` unless it exists; return whether it was created."""
     try:
         s3.head_bucket(Bucket=bucket)
         return False
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+        if not bucket_is_missing(exc):
             raise
     region = s3.meta.region_name
     extra = (
