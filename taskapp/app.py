@@ -7,10 +7,11 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 
-from taskapp import preflight, workerstats
-from taskapp.sqs.heartbeat import RUN_TOKEN, runs_lost, runs_renewed
+from taskapp import preflight, sqs, workerstats
+from taskapp.errors import PermanentError, RetryableError
+from taskapp.sqs.heartbeat import RUN_TOKEN
 
 __all__ = ["app", "TaskappTask", "FAMILY_PACKAGES"]
 
@@ -127,11 +128,15 @@ class TaskappTask(_TaskBase):
         from taskapp import idempotency
         from taskapp.db import engine
 
-        key, eng = self.idempotency_key(kwargs), engine()
-        claim = idempotency.claim(eng, key, self.name, self.claim_lease(), self.run_token)
+        key, eng, attempt = self.idempotency_key(kwargs), engine(), self.request.retries or 0
+        claim = idempotency.claim(eng, key, self.name, self.claim_lease(), self.run_token, attempt)
         if claim.done:
             logger.info("duplicate delivery of %s, returning the stored result", key)
             return claim.result
+        if claim.superseded:
+            # Its result stands as the later attempt leaves it: store nothing, ack the message.
+            logger.info("duplicate of %s attempt %d (retried since): dropped", key, attempt)
+            raise Ignore()
         if not claim.acquired:
             self._come_back_later(args, kwargs, claim.wait_seconds)
         # A dict, not the key: Celery copies the request into an inner context for run(), and
@@ -175,21 +180,35 @@ class TaskappTask(_TaskBase):
         interval = self.app.conf.broker_transport_options.get("heartbeat_interval", 10)
         return min(cap, 3 * float(interval))
 
-    def _release_claim(self) -> None:
-        """Give up this execution's idempotency claim, once."""
+    def _release_claim(self, next_attempt: int | None = None) -> str | None:
+        """Give up this execution's idempotency claim, once; return its key if it held one."""
         holder = getattr(self.request, "taskapp_claim", None) or {}
-        key = holder.pop("key", None)
+        key: str | None = holder.pop("key", None)
         if key is not None:
             from taskapp import idempotency
             from taskapp.db import engine
 
-            idempotency.release(engine(), key, holder.pop("owner", None))
+            idempotency.release(engine(), key, holder.pop("owner", None), next_attempt)
+        return key
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
-        # Release before Celery publishes the retry: its message may be received (and claim
-        # the same key) before this execution's exception has unwound.
-        self._release_claim()
-        return super().retry(*args, **kwargs)
+        # Hand the key on to the next attempt before Celery publishes the retry: its message may
+        # be received (and claim the key) before this execution's exception has unwound.
+        attempt = self.request.retries or 0
+        key = self._release_claim(next_attempt=attempt + 1)
+        try:
+            return super().retry(*args, **kwargs)
+        except Retry:
+            raise
+        except BaseException:
+            # No retry was sent (retries exhausted, or the publish failed): this attempt's
+            # message may be delivered again (a redrive, a redelivery) and must be able to run.
+            if key is not None:
+                from taskapp import idempotency
+                from taskapp.db import engine
+
+                idempotency.reopen(engine(), key, attempt)
+            raise
 
     def _come_back_later(self, args: Any, kwargs: Any, wait: float) -> None:
         """Another delivery holds a live lease: re-publish this message for when it runs out.
@@ -202,22 +221,13 @@ class TaskappTask(_TaskBase):
         raise Ignore()
 
 
-def _sign_messages(sender: Any, **_: Any) -> None:
-    """With TASKAPP_SIGNING_* set, register Celery's signing serializer (JSON inside)."""
-    if sender.conf.task_serializer == "auth":
-        sender.setup_security(allowed_serializers=["json"], serializer="json")
-
-
 app = Celery("taskapp", task_cls=TaskappTask)
-app.on_after_configure.connect(_sign_messages, weak=False)
 app.config_from_object("config.celery")
 app.autodiscover_tasks(FAMILY_PACKAGES)
-app.steps["consumer"].add("taskapp.sqs.heartbeat:VisibilityHeartbeat")
 # Worker and beat refuse an unmigrated database or missing queues (taskapp/preflight.py).
 preflight.connect()
 
 
-@runs_renewed.connect
 def _renew_claims(tokens: set[str], lease_seconds: float, **_: Any) -> None:
     """Each visibility heartbeat extends the idempotency claims of the runs the worker still has
     (one statement for all); a dead run is left out and its claim expires."""
@@ -238,7 +248,6 @@ def _renew_claims(tokens: set[str], lease_seconds: float, **_: Any) -> None:
 _tally = workerstats.Tally()
 
 
-@runs_renewed.connect
 def _publish_worker_stats(worker: str = "", renewed: int = 0, failed: int = 0, **_: Any) -> None:
     """Each heartbeat adds its renewals and failures, and the idempotency waits since the last
     publish, to this worker's ``worker_stats`` row for ``taskapp metrics`` (one statement, and
@@ -255,7 +264,6 @@ def _publish_worker_stats(worker: str = "", renewed: int = 0, failed: int = 0, *
         logger.warning("could not publish the worker's heartbeat counters: %r", exc)
 
 
-@runs_lost.connect
 def _release_lost_claims(tokens: set[str], **_: Any) -> None:
     """A pool child died mid-run: free its claims now, before Celery requeues its message."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -269,25 +277,28 @@ def _release_lost_claims(tokens: set[str], **_: Any) -> None:
         logger.warning("could not release %d lost idempotency claims: %r", len(tokens), exc)
 
 
-@signals.before_task_publish.connect
-def _native_delay(
-    headers: dict[str, Any], properties: dict[str, Any], routing_key: str = "", **_: Any
-) -> None:
-    """countdown/eta -> SQS DelaySeconds, so no worker holds a delayed message; FIFO dedup ids."""
-    from taskapp.sqs.delay import apply_fifo_defaults, apply_native_delay
+def _already_done(task: str, key: str) -> bool:
+    """Whether the idempotency record of ``task`` under ``key`` completed (a claim-checked
+    duplicate whose S3 object is gone is then acknowledged, not dead-lettered)."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    hop = app.conf.broker_transport_options.get("delay_hop", 900)
-    apply_native_delay(headers, properties, routing_key or "", hop)
-    apply_fifo_defaults(headers, properties, routing_key or "")
+    from taskapp.db import engine
+    from taskapp.idempotency import is_done, key_for
+
+    full = key_for(task, key)
+    try:
+        return is_done(engine(), full)
+    except SQLAlchemyError as exc:
+        logger.warning("could not read idempotency key=%s: %r", full, exc)
+        return False
 
 
-@signals.before_task_publish.connect
-def _seal_headers(body: Any, headers: dict[str, Any], **_: Any) -> None:
-    """With signing on, the signature also covers the deciding headers and the signing time."""
-    if app.conf.task_serializer == "auth":
-        from taskapp.sqs.signing import seal
+def _database_unreachable() -> tuple[type[BaseException], ...]:
+    """What our database raises when it cannot be reached (SQLAlchemy wraps the driver's)."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-        seal(body, headers)
+    return (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
 @signals.worker_init.connect
@@ -296,7 +307,7 @@ def _validate_queue_plan(**_: object) -> None:
     import sys
 
     from config.settings import SettingError, load_settings
-    from taskapp.sqs.admin.provision import app_specs, effective_specs
+    from taskapp.queues import app_specs, effective_specs
 
     try:
         effective_specs(app_specs(app), load_settings())
@@ -304,3 +315,16 @@ def _validate_queue_plan(**_: object) -> None:
         # Celery logs and swallows exceptions raised by signal handlers; exit instead.
         print(f"taskapp: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - one line
         raise SystemExit(2) from exc
+
+
+# The SQS layer (taskapp/sqs/extension.py), told what is ours: the errors the worker sorts
+# dead letters by, our database's outages, our idempotency records, the heartbeat's receivers.
+sqs.install(
+    app,
+    permanent=(PermanentError,),
+    retryable=(RetryableError,),
+    unavailable=_database_unreachable(),
+    already_done=_already_done,
+    on_runs_renewed=(_renew_claims, _publish_worker_stats),
+    on_runs_lost=(_release_lost_claims,),
+)

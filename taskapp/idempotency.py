@@ -12,8 +12,14 @@ its holder, a SIGKILLed worker or pool child, within three intervals, as its SQS
 back. Outside a worker (no heartbeat) a claim holds for the task's hard time limit.
 
 Each claim carries an owner token. Completing or releasing a key only touches the caller's own
-claim: a holder that outlived its lease (and was taken over) cannot delete its successor's claim
+claim: a holder that outlived its lease (and was taken over) cannot free its successor's claim
 and so let a third delivery in.
+
+Each key also records the lowest attempt (Celery's ``retries``) still allowed to run it. A failed
+attempt that publishes its retry raises it (``release(..., next_attempt=)``), so a second delivery
+of the attempt that failed (SQS redelivers a message whose ack was late; a send retried after a
+lost response duplicates one) is superseded: it neither runs again nor publishes a second retry,
+which would start a second chain. A released key stays as a ``free`` row for that reason.
 
 Task bodies get this from ``TaskappTask``; code that must be exactly-once outside a task body
 (``taskapp.email.service``, which the CLI also calls) uses ``held()`` under its own key.
@@ -29,7 +35,20 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column, Engine, Float, String, Table, delete, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Table,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from taskapp.db import metadata
@@ -48,6 +67,7 @@ __all__ = [
     "release_runs",
     "complete",
     "release",
+    "reopen",
     "is_done",
     "held",
     "expire",
@@ -55,7 +75,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RUNNING, DONE = "running", "done"
+#: A claim is held (``running``), finished (``done``), or given up after a failure (``free``).
+RUNNING, DONE, FREE = "running", "done", "free"
 #: Characters in a stored key, ``<task name>:<key>`` (the column's length).
 MAX_STORED_KEY = 300
 
@@ -70,6 +91,8 @@ idempotency_keys = Table(
     Column("updated_at", Float, nullable=False, index=True),
     Column("result", JSON),
     Column("owner", String(32)),  # the claim's holder; NULL on rows older than platform_0003
+    # The lowest attempt (Celery's request.retries) that may still claim the key (platform_0006).
+    Column("attempt", Integer, nullable=False, server_default="0"),
 )
 
 
@@ -83,6 +106,8 @@ class Claim:
     wait_seconds: float = 0.0
     #: The token that completes or releases an acquired claim.
     owner: str | None = None
+    #: A delivery of an attempt that already failed and handed on to its retry: drop it.
+    superseded: bool = False
 
 
 class InvalidIdempotencyKey(PermanentError, ValueError):
@@ -132,12 +157,18 @@ def _check_printable(key: str) -> None:
 
 
 def claim(
-    engine: Engine, key: str, task_name: str, lease_seconds: float, owner: str | None = None
+    engine: Engine,
+    key: str,
+    task_name: str,
+    lease_seconds: float,
+    owner: str | None = None,
+    attempt: int = 0,
 ) -> Claim:
-    """Take the lease on ``key``, or report that it is done or held by a live lease.
+    """Take the lease on ``key``, or report that it is done, held by a live lease, or superseded.
 
     ``owner`` (at most 32 characters, unique per run) is the token the claim is held, renewed
-    and completed under; by default a fresh one.
+    and completed under; by default a fresh one. ``attempt`` is the delivery's retry count: an
+    attempt below the key's recorded floor is superseded.
     """
     _check_stored(key)
     now, owner = time.time(), owner or uuid.uuid4().hex
@@ -149,6 +180,7 @@ def claim(
         "lease_until": now + lease_seconds,
         "updated_at": now,
         "result": None,
+        "attempt": attempt,
     }
     try:
         with engine.begin() as conn:
@@ -156,24 +188,31 @@ def claim(
         return Claim(acquired=True, owner=owner)
     except IntegrityError:
         pass
+    keys = idempotency_keys.c
     with engine.begin() as conn:
         current = conn.execute(
-            select(
-                idempotency_keys.c.state, idempotency_keys.c.lease_until, idempotency_keys.c.result
-            ).where(idempotency_keys.c.key == key)
+            select(keys.state, keys.lease_until, keys.result, keys.attempt).where(keys.key == key)
         ).one_or_none()
-        if current is None:  # released between our insert and select: try once more
-            return claim(engine, key, task_name, lease_seconds, owner)
+        if current is None:  # expired between our insert and select: try once more
+            return claim(engine, key, task_name, lease_seconds, owner, attempt)
         if current.state == DONE:
             return Claim(acquired=False, done=True, result=current.result)
+        if attempt < current.attempt:
+            return Claim(acquired=False, superseded=True)
         taken = conn.execute(
             update(idempotency_keys)
             .where(
-                idempotency_keys.c.key == key,
-                idempotency_keys.c.state == RUNNING,
-                idempotency_keys.c.lease_until < now,
+                keys.key == key,
+                keys.attempt <= attempt,
+                or_(keys.state == FREE, (keys.state == RUNNING) & (keys.lease_until < now)),
             )
-            .values(lease_until=now + lease_seconds, updated_at=now, owner=owner)
+            .values(
+                state=RUNNING,
+                lease_until=now + lease_seconds,
+                updated_at=now,
+                owner=owner,
+                attempt=attempt,
+            )
         ).rowcount
     if taken:
         return Claim(acquired=True, owner=owner)
@@ -200,15 +239,20 @@ def renew(engine: Engine, owners: Collection[str], lease_seconds: float) -> int:
 
 
 def release_runs(engine: Engine, owners: Collection[str]) -> int:
-    """Give up every running claim held by ``owners`` (runs known dead); return how many."""
+    """Give up every running claim held by ``owners`` (runs known dead); return how many.
+
+    Their attempts may run again: the key's attempt floor stays where it is.
+    """
     if not owners:
         return 0
     with engine.begin() as conn:
         return conn.execute(
-            delete(idempotency_keys).where(
+            update(idempotency_keys)
+            .where(
                 idempotency_keys.c.state == RUNNING,
                 idempotency_keys.c.owner.in_(sorted(owners)),
             )
+            .values(state=FREE, updated_at=time.time())
         ).rowcount
 
 
@@ -227,15 +271,40 @@ def complete(engine: Engine, key: str, result: Any, owner: str | None = None) ->
         )
 
 
-def release(engine: Engine, key: str, owner: str | None = None) -> None:
-    """Give up the lease after a failure, so a retry or redelivery can claim the key."""
+def release(
+    engine: Engine, key: str, owner: str | None = None, next_attempt: int | None = None
+) -> None:
+    """Give up the lease after a failure, so a retry or redelivery can claim the key.
+
+    ``next_attempt``: the failed attempt published its retry, so only that attempt or a later
+    one may claim the key from now on (a redelivery of the failed one is superseded).
+    """
+    values: dict[str, Any] = {"state": FREE, "updated_at": time.time()}
+    if next_attempt is not None:
+        values["attempt"] = next_attempt
     with engine.begin() as conn:
         conn.execute(
-            delete(idempotency_keys).where(
+            update(idempotency_keys)
+            .where(
                 idempotency_keys.c.key == key,
                 idempotency_keys.c.state == RUNNING,
                 *_owned_by(owner),
             )
+            .values(values)
+        )
+
+
+def reopen(engine: Engine, key: str, attempt: int) -> None:
+    """Let ``attempt`` claim a freed key again: the retry it meant to hand on to was never sent."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(idempotency_keys)
+            .where(
+                idempotency_keys.c.key == key,
+                idempotency_keys.c.state == FREE,
+                idempotency_keys.c.attempt > attempt,
+            )
+            .values(attempt=attempt)
         )
 
 
@@ -307,11 +376,13 @@ def _release_quietly(engine: Engine, key: str, owner: str | None) -> None:
 
 
 def expire(engine: Engine, older_than_seconds: float) -> int:
-    """Delete finished keys last touched more than ``older_than_seconds`` ago; return how many."""
+    """Delete finished and freed keys last touched more than ``older_than_seconds`` ago; return
+    how many."""
     cutoff = time.time() - older_than_seconds
     with engine.begin() as conn:
         return conn.execute(
             delete(idempotency_keys).where(
-                idempotency_keys.c.state == DONE, idempotency_keys.c.updated_at < cutoff
+                idempotency_keys.c.state.in_((DONE, FREE)),
+                idempotency_keys.c.updated_at < cutoff,
             )
         ).rowcount

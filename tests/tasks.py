@@ -84,6 +84,16 @@ def flaky(self: Any, tag: str, failures: int) -> int:
     return count
 
 
+@app.task(name="tests.fail_first_attempt", bind=True, soft_time_limit=5, time_limit=10)
+def fail_first_attempt(self: Any, tag: str, countdown: float) -> int:
+    """Record each attempt as ``<tag>:<retries>``; the first one retries after ``countdown``."""
+    attempt = int(self.request.retries or 0)
+    record_effect(f"{tag}:{attempt}", self.request.id)
+    if attempt == 0:
+        raise self.retry(countdown=countdown, max_retries=1)
+    return attempt
+
+
 @app.task(
     name="tests.fail_permanently",
     bind=True,

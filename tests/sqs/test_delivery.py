@@ -21,7 +21,7 @@ from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
 from tests.support.queues import drain, queue_url
 from tests.support.waiting import result_or_whereabouts, wait_for
-from tests.tasks import effect_times, fail_permanently, flaky, record
+from tests.tasks import effect_times, fail_first_attempt, fail_permanently, flaky, record
 
 pytestmark = pytest.mark.integration
 
@@ -289,6 +289,21 @@ def test_duplicate_delivery_has_one_effect_and_returns_the_stored_result(worker:
     # then the second delivery returns the stored result and the effect happened once
     assert result_or_whereabouts(second, timeout=20, interval=0.1) == 1
     assert len(effect_times(tag)) == 1
+
+
+def test_a_second_delivery_of_an_attempt_that_already_retried_is_dropped(worker: Any) -> None:
+    tag = _tag()
+    task_id = str(uuid.uuid4())
+    # given attempt 0 failed and published its retry, due in 5 s
+    result = fail_first_attempt.apply_async((tag, 5), task_id=task_id)
+    wait_for(lambda: effect_times(f"{tag}:0"), timeout=20, what="attempt 0 ran")
+    # when the same message of attempt 0 is delivered again meanwhile (a late ack, a send that
+    # was retried after a lost response)
+    fail_first_attempt.apply_async((tag, 5), task_id=task_id)
+    # then the retry succeeds, and attempt 0 ran once: its duplicate neither ran nor retried
+    assert result_or_whereabouts(result, timeout=30, interval=0.1) == 1
+    assert len(effect_times(f"{tag}:0")) == 1
+    assert len(effect_times(f"{tag}:1")) == 1
 
 
 def test_caller_idempotency_key_dedupes_different_task_ids(worker: Any) -> None:

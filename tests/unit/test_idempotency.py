@@ -204,3 +204,36 @@ def test_a_task_with_an_over_long_key_fails_as_permanent_not_crash(
     assert [(letter.reason, letter.error_type) for letter in mine] == [
         ("permanent", "InvalidIdempotencyKey")
     ]
+
+
+def test_a_failed_attempt_that_handed_on_to_its_retry_cannot_run_again(database_url: str) -> None:
+    eng = engine(database_url)
+    # given attempt 0 failed and published its retry (attempt 1)
+    first = idempotency.claim(eng, "k6", "t", 60, attempt=0)
+    idempotency.release(eng, "k6", first.owner, next_attempt=1)
+    # then a second delivery of attempt 0 is superseded, not run and not made to wait
+    again = idempotency.claim(eng, "k6", "t", 60, attempt=0)
+    assert (again.acquired, again.done, again.superseded) == (False, False, True)
+    # and the retry claims the key; while it runs, attempt 0 is still superseded
+    assert idempotency.claim(eng, "k6", "t", 60, attempt=1).acquired
+    assert idempotency.claim(eng, "k6", "t", 60, attempt=0).superseded
+
+
+def test_a_retry_that_was_never_sent_gives_the_key_back_to_its_attempt(database_url: str) -> None:
+    eng = engine(database_url)
+    # given attempt 2 failed and handed on to attempt 3, whose publish then failed
+    held = idempotency.claim(eng, "k7", "t", 60, attempt=2)
+    idempotency.release(eng, "k7", held.owner, next_attempt=3)
+    idempotency.reopen(eng, "k7", 2)
+    # then a redelivery (or a redrive) of attempt 2 runs, and older attempts stay superseded
+    assert idempotency.claim(eng, "k7", "t", 60, attempt=1).superseded
+    assert idempotency.claim(eng, "k7", "t", 60, attempt=2).acquired
+
+
+def test_a_lost_run_keeps_the_keys_attempt_floor(database_url: str) -> None:
+    eng = engine(database_url)
+    held = idempotency.claim(eng, "k8", "t", 60, owner="m" * 32, attempt=1)
+    assert held.acquired
+    assert idempotency.release_runs(eng, {"m" * 32}) == 1
+    assert idempotency.claim(eng, "k8", "t", 60, attempt=0).superseded
+    assert idempotency.claim(eng, "k8", "t", 60, attempt=1).acquired
