@@ -48,4 +48,6 @@ def dev(var_dir: Path) -> None:
         for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(stop_signal, signal.SIG_IGN)
         console.print("stopping ...")
+        stopping = time.monotonic()
         stack.stop()
+        console.print(f"stopped in {time.monotonic() - stopping:.1f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,9 +74,12 @@ def _dev(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], list[in
     return dev, urls, descendants(dev.pid)
 
 
-#: The stop's target is 3 s (bench/dev_stop.py measures it); this bound leaves room for a loaded
-#: machine. Before the stop was bounded it took 11.5 s on a quiet machine, over 60 s on a busy one.
-STOP_BOUND = 10
+#: A cap that tells a stop that hangs from one that is slow, not a timing goal: the 3 s target is
+#: measured by bench/dev_stop.py (2.1-2.3 s here). The stop is bounded by design (one shared 2 s
+#: grace, then SIGKILL of each group), so only CPU starvation stretches it: once, beside a CPU hog
+#: and the suite's own 4 processes on 2 cores, it took over 10 s of wall time (Stack.stop itself
+#: measured 1.9-2.2 s beside three hogs; dev now prints its own stop time to tell them apart).
+STOP_BOUND = 45
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
@@ -97,6 +101,9 @@ def test_dev_serves_flower_on_loopback_and_ctrl_c_stops_every_process(
         # then it exits within a bounded stop, and no process it started is left
         assert dev.wait(timeout=STOP_BOUND) == 0
         assert still_running(started, timeout=5) == []
+        # and it said how long its own stop took (the figure bench/dev_stop.py checks)
+        assert dev.stdout is not None
+        assert re.search(r"^stopped in \d+\.\d s$", dev.stdout.read(), re.MULTILINE)
     finally:
         dev.kill()
         dev.wait()
