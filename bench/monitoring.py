@@ -134,7 +134,8 @@ def child(tasks: int, rate: float) -> dict[str, Any]:
     from taskapp.app import app
     from taskapp.aws import client
     from taskapp.db import upgrade
-    from taskapp.sqs.admin.provision import app_specs, provision
+    from taskapp.queues import app_specs
+    from taskapp.sqs.admin.provision import provision
 
     settings = load_settings()
     upgrade(settings.database_url.get_secret_value())

@@ -47,14 +47,15 @@ def main() -> None:
         from taskapp.aws import client
         from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.admin.provision import app_specs, provision
+        from taskapp.queues import app_specs
+        from taskapp.sqs.admin.provision import provision
 
         settings = load_settings()
         upgrade(settings.database_url.get_secret_value())
         ensure_bucket(client("s3", settings), settings.bucket)
         provision(client("sqs", settings), settings, app_specs(app))
         names = preflight.worker_queue_names(app)
-        from taskapp.aws import _client
+        from taskapp.sqs.boto import client as _client
 
         _client.cache_clear()  # a starting worker has built no boto3 client yet
 

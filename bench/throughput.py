@@ -369,7 +369,8 @@ class Taskapp(Contender):
         from taskapp.aws import client
         from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.admin.provision import app_specs, provision
+        from taskapp.queues import app_specs
+        from taskapp.sqs.admin.provision import provision
 
         settings = load_settings()
         upgrade(settings.database_url.get_secret_value())
@@ -428,7 +429,8 @@ class TaskappLean(Taskapp):
         from config.settings import load_settings
         from taskapp.app import app
         from taskapp.aws import client
-        from taskapp.sqs.admin.provision import app_specs, provision
+        from taskapp.queues import app_specs
+        from taskapp.sqs.admin.provision import provision
 
         settings = load_settings().model_copy(update={"queue_prefix": "btl-"})
         provision(client("sqs", settings), settings, app_specs(app))
@@ -465,7 +467,8 @@ class TaskappPlain(Contender):
         from taskapp.aws import client
         from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.admin.provision import app_specs, provision
+        from taskapp.queues import app_specs
+        from taskapp.sqs.admin.provision import provision
 
         settings = load_settings().model_copy(update={"queue_prefix": self.prefix})
         upgrade(settings.database_url.get_secret_value())

@@ -46,7 +46,8 @@ class Variant(throughput.Taskapp):
         from taskapp.aws import client
         from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.admin.provision import app_specs, provision
+        from taskapp.queues import app_specs
+        from taskapp.sqs.admin.provision import provision
 
         settings = load_settings().model_copy(update={"queue_prefix": self.prefix})
         upgrade(settings.database_url.get_secret_value())

@@ -22,12 +22,12 @@ except SettingError as exc:
     print(f"taskapp: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - no logging yet
     raise SystemExit(2) from exc
 
-# The transport subclass keeps the "sqs://" URL (boto3 resolves endpoint and credentials) and
-# adds the delivery fixes described in taskapp/sqs/delivery.py, plus events and remote control
-# over SNS fan-out (Flower, celery inspect/control) described in taskapp/sqs/monitoring.py;
-# taskapp/sqs/transport.py lists what its channel is made of.
+# "sqs://": boto3 resolves endpoint and credentials. taskapp.sqs.install(app) (taskapp/app.py)
+# selects the extension's transport for it: the delivery fixes of taskapp/sqs/delivery.py, and
+# events and remote control over SNS fan-out (Flower, celery inspect/control) described in
+# taskapp/sqs/monitoring.py; taskapp/sqs/transport.py lists what its channel is made of. The
+# options below are the extension's (README, "The SQS extension").
 broker_url = "sqs://"
-broker_transport = "taskapp.sqs.transport:Transport"
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "region": settings.region,
@@ -45,25 +45,22 @@ broker_transport_options = {
     # Bodies over this size go through S3 (taskapp/sqs/claimcheck.py).
     "claim_check_threshold": settings.claim_check_threshold,
     "claim_check_bucket": settings.bucket,
-    # Receive counts (redelivery, dead-letter attempts) and our own message attributes
-    # (dead-letter reasons, claim-check pointers).
-    "fetch_message_attributes": {
-        "MessageSystemAttributeNames": [
-            "ApproximateReceiveCount",
-            "SentTimestamp",
-            "MessageGroupId",
-        ],
-        "MessageAttributeNames": [".*"],
-    },
+    "claim_check_max_bytes": settings.claim_check_max_bytes,
+    # Replay window of signed messages (taskapp/sqs/signing.py), read only with signing on.
+    "signing_max_age": settings.signing_max_age,
+    # fetch_message_attributes: the extension's default (receive counts, our attributes).
 }
 # Share of tasks whose events reach monitoring; worker heartbeats are always sent.
 broker_transport_options["event_sample_rate"] = settings.event_sample_rate
 if settings.predefined_queues:
+    from taskapp.aws import client
     from taskapp.preflight import queues_missing_line, refuse
     from taskapp.sqs.admin.provision import QueuesMissing, predefined_queues
 
     try:
-        broker_transport_options["predefined_queues"] = predefined_queues(settings)
+        broker_transport_options["predefined_queues"] = predefined_queues(
+            client("sqs", settings), settings.queue_prefix, queue_names()
+        )
     except QueuesMissing as missing:  # one line and exit 2, as the worker's own check does
         refuse(queues_missing_line(missing.names))
 if settings.sts_role_arn:
@@ -88,8 +85,8 @@ if settings.signing_key:
     security_digest = "sha256"
 
 task_default_queue = "default"
-# Poison messages (undecodable, unknown task) go to the DLQ with a reason: taskapp/sqs/worker.py
-worker_consumer = "taskapp.sqs.worker:Consumer"
+# worker_consumer: the extension's (taskapp/sqs/worker.py), set by taskapp.sqs.install: poison
+# messages (undecodable, unknown task) go to the DLQ with a reason.
 task_queues = [Queue(name, routing_key=name) for name in queue_names()]
 task_routes = (route_task,)
 

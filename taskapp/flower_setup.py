@@ -97,12 +97,13 @@ def _with_setup(init: Any) -> Any:
         from flower.options import default_options
 
         from taskapp.preflight import check_flower
+        from taskapp.queues import queue_names
         from taskapp.sqs.admin.flower_broker import install
 
         apply_defaults(default_options if options is None else options)
         check_flower()  # a schema at the Alembic heads, else exit 2 (taskapp/preflight.py)
         warn_placeholder_password(default_options if options is None else options)
-        install()
+        install(known_queues=queue_names)
         protect_metrics()
         # Flower passes a copy of flower.urls.settings, taken before this call.
         kwargs.setdefault("template_loader", flower.urls.settings["template_loader"])

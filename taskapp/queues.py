@@ -3,18 +3,19 @@
 SQS has no message priorities, so ``priority="high"`` on a call routes the task to a separate
 lane queue (``email-high``) that has its own worker. Routing is by the family prefix of the task
 name, so a producer that knows only the name (``app.send_task("email.send")``) lands on the same
-queue as ``send_email.delay()``.
+queue as ``send_email.delay()``. DLQ names and ``QueueSpec`` are the SQS extension's
+(``taskapp.sqs.naming``); they are named here as well because the application speaks of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from config.settings import load_settings
+from config.settings import SettingError, Settings, load_settings
+from taskapp.sqs.naming import DLQ_SUFFIX, FIFO_SUFFIX, QueueSpec, dlq_name, is_dlq, source_of
 
 __all__ = [
     "Family",
@@ -31,11 +32,11 @@ __all__ = [
     "queue_names",
     "route_task",
     "plan_queues",
+    "app_specs",
+    "effective_specs",
 ]
 
 HIGH = "high"
-DLQ_SUFFIX = "-dlq"
-FIFO_SUFFIX = ".fifo"
 #: Seconds added to a queue's longest hard time limit, so the worker kills a stuck task
 #: (and dead-letters or retries it) before SQS would hand the message to someone else.
 VISIBILITY_GRACE = 30
@@ -83,30 +84,6 @@ def lane(family: Family, priority: object = None) -> str:
     return name + FIFO_SUFFIX if family in fifo_families() else name
 
 
-def is_dlq(queue: str) -> bool:
-    """Whether ``queue`` names a dead-letter queue (``email-dlq``, ``email-dlq.fifo``)."""
-    return queue.removesuffix(FIFO_SUFFIX).endswith(DLQ_SUFFIX)
-
-
-def dlq_name(queue: str) -> str:
-    """The dead-letter queue of ``queue``: ``email-dlq``, or ``email-dlq.fifo`` for FIFO.
-
-    A DLQ name is returned as it is.
-    """
-    if is_dlq(queue):
-        return queue
-    if queue.endswith(FIFO_SUFFIX):
-        return queue.removesuffix(FIFO_SUFFIX) + DLQ_SUFFIX + FIFO_SUFFIX
-    return queue + DLQ_SUFFIX
-
-
-def source_of(dlq: str) -> str:
-    """The work queue a dead-letter queue belongs to: ``email-dlq.fifo`` -> ``email.fifo``."""
-    fifo = dlq.endswith(FIFO_SUFFIX)
-    base = dlq.removesuffix(FIFO_SUFFIX).removesuffix(DLQ_SUFFIX)
-    return base + FIFO_SUFFIX if fifo else base
-
-
 def queue_names() -> list[str]:
     """Every work queue (without the environment prefix), lanes included; DLQs excluded."""
     names: list[str] = []
@@ -122,24 +99,6 @@ def route_task(
 ) -> dict[str, str]:
     """Celery router: the task's family queue, or its high lane for ``priority="high"``."""
     return {"queue": lane(family_of(name), options.get("priority"))}
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    """What provisioning creates for one work queue."""
-
-    name: str
-    visibility_timeout: int
-    hard_time_limit: int
-    tasks: tuple[str, ...]
-
-    @property
-    def dlq(self) -> str:
-        return dlq_name(self.name)
-
-    @property
-    def fifo(self) -> bool:
-        return self.name.endswith(FIFO_SUFFIX)
 
 
 def plan_queues(time_limits: Mapping[str, int | None], default_time_limit: int) -> list[QueueSpec]:
@@ -164,3 +123,31 @@ def _lanes(family: Family) -> Iterable[str]:
     yield lane(family)
     if family.has_lane:
         yield lane(family, HIGH)
+
+
+def app_specs(app: Any) -> list[QueueSpec]:
+    """Queue plan of ``app``: every registered task's hard time limit, grouped by queue."""
+    app.loader.import_default_modules()
+    limits = {
+        name: task.time_limit for name, task in app.tasks.items() if not name.startswith("celery.")
+    }
+    return plan_queues(limits, app.conf.task_time_limit)
+
+
+def effective_specs(specs: Iterable[QueueSpec], settings: Settings) -> list[QueueSpec]:
+    """Apply ``TASKAPP_VISIBILITY_TIMEOUT``, refusing one shorter than a queue's hard limit."""
+    override = settings.visibility_timeout
+    result = []
+    for spec in specs:
+        if override is None:
+            result.append(spec)
+            continue
+        if override < spec.hard_time_limit:
+            raise SettingError(
+                "TASKAPP_VISIBILITY_TIMEOUT",
+                override,
+                f"at least {spec.hard_time_limit} (the hard time limit of queue "
+                f"'{spec.name}'), or unset to derive it per queue",
+            )
+        result.append(QueueSpec(spec.name, override, spec.hard_time_limit, spec.tasks))
+    return result

@@ -23,7 +23,8 @@ from config.settings import Settings, load_settings  # noqa: E402
 from taskapp.app import app as celery_app  # noqa: E402
 from taskapp.aws import client  # noqa: E402
 from taskapp.aws.s3 import ensure_bucket  # noqa: E402
-from taskapp.sqs.admin.provision import app_specs, provision  # noqa: E402
+from taskapp.queues import app_specs  # noqa: E402
+from taskapp.sqs.admin.provision import provision  # noqa: E402
 from tests.support.databases import postgres_database  # noqa: E402
 
 

@@ -24,7 +24,7 @@ def aws() -> None:
 @click.option(
     "--role",
     "role",
-    # taskapp.sqs.admin.policy.ROLES, spelled out so `taskapp --help` need not import kombu
+    # taskapp.policy.ROLES, spelled out so `taskapp --help` need not import kombu
     type=click.Choice(["worker", "flower", "producer", "release", "all"]),
     default="all",
     show_default=True,
@@ -37,7 +37,7 @@ def policy(account: str | None, role: str) -> None:
     release (`taskapp queues provision`). With `--role all`, one policy document per role, by
     role name: each fits IAM's 6,144-character limit for a managed policy, their union may not.
     """
-    from taskapp.sqs.admin.policy import build_policy, policies
+    from taskapp.policy import build_policy, policies
 
     settings = load_settings()
     if account is None:

@@ -21,11 +21,14 @@ def queues_provision() -> None:
     """Create or update every queue, DLQ and redrive policy (idempotent)."""
     from taskapp.app import app
     from taskapp.aws import client
-    from taskapp.sqs.admin.provision import app_specs, provision
+    from taskapp.queues import app_specs, effective_specs
+    from taskapp.sqs.admin.provision import provision
 
     settings = load_settings()
     table = Table("queue", "action", "attributes")
-    for change in provision(client("sqs", settings), settings, app_specs(app)):
+    for change in provision(
+        client("sqs", settings), settings, effective_specs(app_specs(app), settings)
+    ):
         table.add_row(change.queue, change.action, ", ".join(change.attributes))
     console.print(table)
 
@@ -35,7 +38,8 @@ def queues_status() -> None:
     """Visible, in-flight and delayed messages, and the oldest message's age, per queue."""
     from taskapp.app import app
     from taskapp.aws import client
-    from taskapp.sqs.admin.provision import app_specs, queue_status
+    from taskapp.queues import app_specs
+    from taskapp.sqs.admin.provision import queue_status
 
     settings = load_settings()
     table = Table("queue", "visible", "in flight", "delayed", "oldest")

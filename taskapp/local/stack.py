@@ -224,7 +224,8 @@ class Stack:
         from taskapp.aws import client
         from taskapp.aws.s3 import ensure_bucket
         from taskapp.db import upgrade
-        from taskapp.sqs.admin.provision import app_specs, provision
+        from taskapp.queues import app_specs, effective_specs
+        from taskapp.sqs.admin.provision import provision
 
         settings = load_settings()
         upgrade(settings.database_url.get_secret_value())
@@ -233,7 +234,7 @@ class Stack:
 
             install(settings.database_url.get_secret_value())
         ensure_bucket(client("s3", settings), settings.bucket)
-        provision(client("sqs", settings), settings, app_specs(app))
+        provision(client("sqs", settings), settings, effective_specs(app_specs(app), settings))
 
     def dead_roles(self) -> list[Role]:
         """Roles whose process has exited."""

@@ -39,9 +39,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kombu.log import get_logger
 from kombu.transport import SQS
 
-from taskapp.aws.sqs import BATCH
 from taskapp.sqs.claimcheck import pointer_of
 from taskapp.sqs.kombu_channel import ChannelMixin
+from taskapp.sqs.plumbing import BATCH
 
 __all__ = ["AckBatchMixin", "AckBatcher", "DEFAULT_ACK_FLUSH_INTERVAL"]
 

@@ -35,8 +35,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from taskapp.aws.s3 import MISSING_CODES
 from taskapp.sqs.deadletter import UnacceptableMessage
+from taskapp.sqs.s3 import MISSING_CODES
 
 __all__ = [
     "POINTER_CLASS",
@@ -65,6 +65,8 @@ IDEMPOTENCY_ATTRIBUTE = "TaskappIdempotency"
 #: Message attribute of a pointer: the task's ETA header, so a worker can hop a long countdown
 #: without reading the object (the body it would read the ETA from is in S3).
 ETA_ATTRIBUTE = "TaskappEta"
+#: Largest claim-check object a worker reads (transport option ``claim_check_max_bytes``).
+MAX_FETCH_BYTES = 64 * 2**20
 
 # One path segment of plain characters after the prefix: what ``offloader`` writes (a UUID).
 _KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taskapp.queues import FIFO_SUFFIX, dlq_name
+from taskapp.sqs.naming import FIFO_SUFFIX, dlq_name
 
 __all__ = [
     "DeadLetter",

@@ -18,7 +18,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from taskapp.queues import FIFO_SUFFIX
+from taskapp.sqs.naming import FIFO_SUFFIX
 
 __all__ = [
     "MAX_DELAY_SECONDS",

@@ -41,11 +41,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kombu.log import get_logger
 from kombu.utils.encoding import bytes_to_str
 
-from taskapp.queues import FIFO_SUFFIX
 from taskapp.sqs.acks import AckBatchMixin
+from taskapp.sqs.boto import client
 from taskapp.sqs.claimcheck import (
     ETA_ATTRIBUTE,
     IDEMPOTENCY_ATTRIBUTE,
+    MAX_FETCH_BYTES,
     MissingPayload,
     check_pointer,
     fetch,
@@ -55,6 +56,7 @@ from taskapp.sqs.claimcheck import (
 from taskapp.sqs.deadletter import MAX_MESSAGE_CHARS, UnacceptableMessage
 from taskapp.sqs.delay import DUE_SLACK, MAX_DELAY_SECONDS, delay_for, remaining_seconds
 from taskapp.sqs.kombu_channel import Payload, SQSChannel, SQSMessage
+from taskapp.sqs.naming import FIFO_SUFFIX
 
 __all__ = [
     "Channel",
@@ -110,17 +112,11 @@ class Channel(AckBatchMixin, SQSChannel):
         return client
 
     def _s3(self) -> Any:
-        from taskapp.aws import client
-
-        return client("s3")
+        # The channel's region; the endpoint is boto3's own (AWS_ENDPOINT_URL), as for SQS.
+        return client("s3", self.region)
 
     def _claim_check_bucket(self) -> str:
-        bucket = self.transport_options.get("claim_check_bucket")
-        if bucket:
-            return str(bucket)
-        from config.settings import load_settings
-
-        return load_settings().bucket
+        return str(self.transport_options.get("claim_check_bucket") or "")
 
     def _accepted_pointer(self, message: SQSMessage) -> tuple[str, str] | None:
         """The pointer of ``message`` if it is one we may read and delete, else None."""
@@ -182,9 +178,8 @@ class Channel(AckBatchMixin, SQSChannel):
         pointer = pointer_of(message)
         if pointer is not None:
             check_pointer(pointer, self._claim_check_bucket())
-            from config.settings import load_settings
-
-            body = fetch(self._s3(), pointer, load_settings().claim_check_max_bytes)
+            limit = int(self.transport_options.get("claim_check_max_bytes", MAX_FETCH_BYTES))
+            body = fetch(self._s3(), pointer, limit)
         else:
             body = message["Body"]
         text = bytes_to_str(self._decode_python_message_body(body))

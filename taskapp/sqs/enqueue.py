@@ -38,8 +38,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import current_app
 from kombu.exceptions import EncodeError
 
-from taskapp.aws.sqs import BATCH, MAX_MESSAGE_BYTES
 from taskapp.sqs.claimcheck import message_size, pointer_of
+from taskapp.sqs.plumbing import BATCH, MAX_MESSAGE_BYTES
 
 __all__ = ["enqueue_many", "EnqueueError"]
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from taskapp.aws.sqs import queue_is_missing
+from taskapp.sqs.plumbing import queue_is_missing
 
 __all__ = [
     "EPHEMERA",

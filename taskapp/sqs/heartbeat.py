@@ -10,7 +10,7 @@ On a warm shutdown the worker finishes its running tasks; the prefetched message
 started are handed back by the transport with visibility 0 (``Channel._put``, transport.py).
 
 The same tick sends ``runs_renewed`` with how many messages it renewed and failed to renew and
-the worker's hostname (the app adds them to the worker's counters, taskapp/workerstats.py), and
+the worker's hostname (an app can count them per worker: taskapp's workerstats), and
 with the run tokens of the requests the worker is really
 running (Celery's active requests, within their hard time limits): the app connects the renewal
 of those runs' idempotency claims to it, so a claim lives exactly as long as its SQS message is
@@ -34,7 +34,7 @@ from celery import bootsteps
 from celery.utils.dispatch import Signal
 from celery.worker import state as worker_state
 
-from taskapp.aws.sqs import BATCH
+from taskapp.sqs.plumbing import BATCH
 
 __all__ = [
     "VisibilityHeartbeat",
@@ -48,16 +48,16 @@ __all__ = [
 #: The request-dict entry holding a run's token (a 32-character hex string).
 RUN_TOKEN = "taskapp_run"
 
-#: Sent on every heartbeat tick with ``tokens`` (a set of run tokens), ``lease_seconds``, and
-#: ``worker`` (hostname), ``renewed`` and ``failed`` (messages whose visibility this tick did and
-#: did not renew).
+#: Sent by the worker's app (the sender) on every heartbeat tick with ``tokens`` (a set of run
+#: tokens), ``lease_seconds``, and ``worker`` (hostname), ``renewed`` and ``failed`` (messages
+#: whose visibility this tick did and did not renew).
 #: Celery logs and swallows what a receiver raises, so a failed renewal never stops the ticks.
 runs_renewed = Signal(
     name="taskapp.runs_renewed",
     providing_args=["tokens", "lease_seconds", "worker", "renewed", "failed"],
 )
-#: Sent with ``tokens`` when the pool reports the process of those runs lost (a pool child
-#: killed): they will never finish, so their claims need not wait out a lease.
+#: Sent by the worker's app with ``tokens`` when the pool reports the process of those runs
+#: lost (a pool child killed): they will never finish, so their claims need not wait out a lease.
 runs_lost = Signal(name="taskapp.runs_lost", providing_args=["tokens"])
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         self.interval = float(options.get("heartbeat_interval", 10))
         self.tref: Any = None
         self.hostname = str(getattr(parent, "hostname", "") or "")
+        self.app = parent.app
 
     def start(self, parent: Any) -> None:
         self.tref = parent.timer.call_repeatedly(self.interval, self.beat, priority=10)
@@ -140,7 +141,7 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         # Only what is really running: a dead pool child's request has left active_requests.
         running = run_tokens(list(worker_state.active_requests))
         runs_renewed.send(
-            sender=self,
+            sender=self.app,  # receivers are connected per app (taskapp.sqs.install)
             tokens=running,
             lease_seconds=lease,
             worker=self.hostname,

@@ -57,8 +57,7 @@ from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
 from kombu.transport.virtual.exchange import DirectExchange, ExchangeType, TopicExchange
 
-from taskapp.aws import config
-from taskapp.aws.sqs import queue_is_missing
+from taskapp.sqs.boto import config
 from taskapp.sqs.ephemeral import (
     EPHEMERA,
     EPHEMERAL_INFIX,
@@ -72,6 +71,7 @@ from taskapp.sqs.ephemeral import (
 )
 from taskapp.sqs.event_outages import EventOutages
 from taskapp.sqs.kombu_channel import ChannelMixin, Payload, SQSMessage
+from taskapp.sqs.plumbing import queue_is_missing
 from taskapp.sqs.sampling import json_body, sample_task_events
 
 __all__ = ["MonitoringChannel", "PidboxReplyExchange", "SNS_TOPIC_EXCHANGES", "SnsTopicExchange"]

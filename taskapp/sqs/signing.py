@@ -48,6 +48,8 @@ __all__ = ["SEAL", "SIGNED_HEADERS", "signed_copy", "seal", "check", "strategy"]
 
 #: The embed key holding the signed copy: ``{"headers": {...}, "signed_at": <epoch seconds>}``.
 SEAL = "taskapp_signed"
+#: Seconds after signing (or its ETA) a signed message is accepted (``signing_max_age``).
+DEFAULT_MAX_AGE = 86400
 
 #: Headers that decide what runs, when, how long and how often. ``args``/``kwargs`` are the
 #: body, signed by Celery already. ``group`` joins chords; ``timelimit`` bounds a run, and a
@@ -144,9 +146,8 @@ def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[...
     handle = default(task, app, consumer, **options)
     if app.conf.task_serializer != "auth":
         return handle
-    from config.settings import load_settings
-
-    max_age = load_settings().signing_max_age
+    options = app.conf.broker_transport_options or {}
+    max_age = float(options.get("signing_max_age", DEFAULT_MAX_AGE))
 
     def verified(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
         # message.payload verifies the body's signature (kombu caches the result for the

@@ -32,10 +32,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.exceptions import BackendStoreError
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from taskapp.queues import FIFO_SUFFIX
+from taskapp.sqs.naming import FIFO_SUFFIX
 
 __all__ = ["MAX_WAITS", "WAITS_ATTRIBUTE", "unavailable", "waits_of", "wait_delay", "come_back"]
 
@@ -48,14 +46,14 @@ MAX_WAITS = 32
 #: Cap of one wait, in seconds.
 MAX_WAIT_SECONDS = 60
 
-#: What a database that cannot be reached raises (SQLAlchemy wraps the driver's errors; the
-#: result backend's retries end in ``BackendStoreError``).
-UNAVAILABLE = (BackendStoreError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+#: What a result store that cannot be reached raises (the result backend's retries end in
+#: ``BackendStoreError``); the app adds its own database's errors (``install(unavailable=...)``).
+UNAVAILABLE: tuple[type[BaseException], ...] = (BackendStoreError,)
 
 
-def unavailable(exc: BaseException) -> bool:
+def unavailable(exc: BaseException, app_errors: tuple[type[BaseException], ...] = ()) -> bool:
     """Whether ``exc`` says the database could not be reached, not that the task failed."""
-    return isinstance(exc, UNAVAILABLE)
+    return isinstance(exc, (*UNAVAILABLE, *app_errors))
 
 
 def waits_of(sqs_message: Any) -> int:

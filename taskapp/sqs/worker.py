@@ -46,9 +46,9 @@ from kombu.exceptions import ContentDisallowed
 from kombu.message import Message
 from vine import promise
 
-from taskapp.errors import PermanentError, RetryableError
 from taskapp.sqs.deadletter import DeadLetter, UnacceptableMessage, send_dead_letter
 from taskapp.sqs.delivery import receive_count, refusal_of
+from taskapp.sqs.extension import Verdicts, verdicts
 from taskapp.sqs.heartbeat import RUN_TOKEN, runs_lost
 from taskapp.sqs.shape import check_task_message
 from taskapp.sqs.unavailable import MAX_WAITS, come_back, unavailable, wait_delay, waits_of
@@ -69,15 +69,16 @@ NOT_DEAD_LETTERS = (
 )
 
 
-def classify(exc: BaseException) -> str:
-    """The dead-letter reason for a task failure."""
-    if isinstance(exc, PermanentError):
+def classify(exc: BaseException, app_verdicts: Verdicts | None = None) -> str:
+    """The dead-letter reason for a task failure, with the app's own error classes."""
+    known = app_verdicts or Verdicts()
+    if isinstance(exc, known.permanent):
         return "permanent"
-    if isinstance(exc, (RetryableError, MaxRetriesExceededError)):
+    if isinstance(exc, (*known.retryable, MaxRetriesExceededError)):
         return "retries-exhausted"
     if isinstance(exc, TimeLimitExceeded):
         return "timeout"
-    if unavailable(exc):
+    if unavailable(exc, known.unavailable):
         return "unavailable"
     return "crash"
 
@@ -141,12 +142,13 @@ class Request(celery_request.Request):
         exc = _unwrap(exc_info.exception)
         if isinstance(exc, WorkerLostError) and self._request_dict.get(RUN_TOKEN):
             # Before Celery requeues the message: its next delivery finds the claim free.
-            runs_lost.send(sender=self, tokens={self._request_dict[RUN_TOKEN]})
+            runs_lost.send(sender=self.app, tokens={self._request_dict[RUN_TOKEN]})
         if not isinstance(exc, NOT_DEAD_LETTERS) and self.task.acks_late:
-            if unavailable(exc) and self._wait_for_database(exc):
+            known = verdicts(self.app)
+            if unavailable(exc, known.unavailable) and self._wait_for_database(exc):
                 return None
             letter = DeadLetter.from_exception(
-                classify(exc),
+                classify(exc, known),
                 exc,
                 attempts=int(self._request_dict.get("retries") or 0) + 1,
                 task_name=self.name,
@@ -190,25 +192,19 @@ def refusal_reason(exc: BaseException) -> str:
     return "signature" if any(isinstance(c, SecurityError) for c in causes) else "poison"
 
 
-def already_done(identity: str | None) -> bool:
-    """Whether a pointer's idempotency attribute (JSON ``{"task", "key"}``) names a record that
-    completed: then a delivery whose claim-check object is gone is a duplicate."""
+def already_done(app: Any, identity: str | None) -> bool:
+    """Whether a pointer's idempotency attribute (JSON ``{"task", "key"}``) names a run the app
+    says completed (``install(already_done=...)``): then a delivery whose claim-check object is
+    gone is a duplicate."""
     import json
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from taskapp.db import engine
-    from taskapp.idempotency import is_done, key_for
-
-    try:
-        parts = json.loads(identity or "")
-        key = key_for(str(parts["task"]), str(parts["key"]))
-    except (ValueError, KeyError, TypeError):
+    check = verdicts(app).already_done
+    if check is None:
         return False
     try:
-        return is_done(engine(), key)
-    except SQLAlchemyError as exc:
-        logger.warning("could not read idempotency key=%s: %r", key, exc)
+        parts = json.loads(identity or "")
+        return check(str(parts["task"]), str(parts["key"]))
+    except (ValueError, KeyError, TypeError):
         return False
 
 
@@ -248,7 +244,7 @@ class Consumer(celery_consumer.Consumer):
         return on_message
 
     def _on_refusal(self, message: Any, refusal: dict[str, Any]) -> None:
-        if refusal.get("missing") and already_done(refusal.get("idempotency")):
+        if refusal.get("missing") and already_done(self.app, refusal.get("idempotency")):
             logger.info(
                 "duplicate of a completed claim-checked message: %s", refusal["idempotency"]
             )

@@ -76,7 +76,8 @@ def _with(settings: Any, **changes: Any) -> Any:
 def setup_queues(app: Any, sqs: Any, s3: Any, settings: Any, prefix: str) -> FuzzQueues:
     """Provision ``prefix``'s queues (short redrive, short visibility), buckets and run table."""
     from taskapp.aws.s3 import ensure_bucket
-    from taskapp.sqs.admin.provision import app_specs, provision
+    from taskapp.queues import app_specs
+    from taskapp.sqs.admin.provision import provision
 
     provision(sqs, _with(settings, queue_prefix=prefix, max_receives=MAX_RECEIVES), app_specs(app))
     url = sqs.get_queue_url(QueueName=prefix + QUEUE)["QueueUrl"]
@@ -225,7 +226,8 @@ def _drain(sqs: Any, url: str, expect: int, timeout: float = 30) -> list[dict[st
 
 def wire_templates(app: Any, sqs: Any, probe_prefix: str) -> dict[str, dict[str, Any]]:
     """Envelopes of ``app.send_task`` as received from SQS, protocol 2 and protocol 1."""
-    from taskapp.sqs.admin.provision import app_specs, provision
+    from taskapp.queues import app_specs
+    from taskapp.sqs.admin.provision import provision
 
     settings = _settings()
     provision(sqs, _with(settings, queue_prefix=probe_prefix), app_specs(app))
@@ -715,7 +717,7 @@ def run_fuzz(
         watch.settle(deadline)
 
     answer = _ping(app, queues.prefix, worker, restart) if ping else "pong"
-    stuck = queue_depth(sqs, queues.url)
+    stuck = _depth_once_acked(sqs, queues.url)
     watch.letters.extend(drain_dlq(sqs, queues.dlq_url))
     report = _account(
         generator.seed,
@@ -797,6 +799,23 @@ class _Watch:
             elif time.monotonic() - quiet_since > 1.5:
                 return
             time.sleep(0.5)
+
+
+#: Seconds the queue may take to empty after the ping's result: the worker deletes an acknowledged
+#: message up to one ack flush interval (0.1 s) later, and later still on a starved machine.
+ACK_SETTLE_SECONDS = 15
+
+
+def _depth_once_acked(sqs: Any, url: str) -> tuple[int, int, int]:
+    """The queue's depth once the ping's message is deleted, or as it is after the settle bound.
+
+    Read right after the ping's result, the ping's own message was still in flight (its ack
+    batched) on a loaded machine: ``(0, 1, 0)``, a message that was done, counted as stuck.
+    """
+    deadline = time.monotonic() + ACK_SETTLE_SECONDS
+    while any(depth := queue_depth(sqs, url)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return depth
 
 
 def _ping(app: Any, prefix: str, worker: WorkerProcess, restart: bool) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs
+from taskapp.sqs.admin.provision import provision
 from tests.integration.processes import worker_process
 from tests.support.queues import prefixed_app
 from tests.support.waiting import result_or_whereabouts, wait_for

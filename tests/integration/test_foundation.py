@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from taskapp.queues import queue_names
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs, queue_names
+from taskapp.sqs.admin.provision import provision
 from tests.support.queues import drain, prefixed_app, queue_url
 from tests.support.waiting import result_or_whereabouts, wait_for
 
@@ -142,7 +142,7 @@ def test_predefined_queues_resolve_every_provisioned_url(
 
     # when the worker's predefined queues are resolved (GetQueueUrl only)
     before = sqs.list_queues(QueueNamePrefix=settings.queue_prefix)["QueueUrls"]
-    resolved = predefined_queues(settings)
+    resolved = predefined_queues(sqs, settings.queue_prefix, queue_names())
     # then every work queue and DLQ maps to its provisioned URL, and nothing was created
     for name in queue_names():
         for sqs_name in (settings.queue_prefix + name, settings.queue_prefix + dlq_name(name)):

@@ -22,7 +22,8 @@ import pytest
 
 from config.settings import Settings
 from taskapp.local.net import free_port
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs
+from taskapp.sqs.admin.provision import provision
 from tests.integration.processes import ROOT
 from tests.support.queues import prefixed_app
 from tests.support.waiting import result_or_whereabouts, wait_for

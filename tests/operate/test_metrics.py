@@ -31,7 +31,8 @@ from taskapp.aws.s3 import ensure_bucket
 from taskapp.db import engine, upgrade
 from taskapp.idempotency import DONE, RUNNING, idempotency_keys
 from taskapp.metrics import Exporter
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs
+from taskapp.sqs.admin.provision import provision
 from taskapp.workerstats import publish
 
 ROOT = Path(__file__).resolve().parents[2]

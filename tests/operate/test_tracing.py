@@ -22,7 +22,8 @@ import pytest
 
 from config.settings import Settings
 from taskapp import tracing
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs
+from taskapp.sqs.admin.provision import provision
 from tests.email.smtp_server import TestSMTPServer
 from tests.integration.processes import ROOT, worker_process
 from tests.support.queues import prefixed_app

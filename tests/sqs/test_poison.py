@@ -81,7 +81,9 @@ def test_unreadable_messages_are_dead_lettered_with_the_error_and_the_worker_goe
     tag = uuid.uuid4().hex
     bucket = settings.bucket
     # given objects a pointer could name: a JPEG, and one over the read cap (1 KiB here)
-    monkeypatch.setenv("TASKAPP_CLAIM_CHECK_MAX_BYTES", "1024")
+    # (the worker's transport option, from TASKAPP_CLAIM_CHECK_MAX_BYTES at configuration)
+    options = worker.consumer.connection.transport_options
+    monkeypatch.setitem(options, "claim_check_max_bytes", 1024)
     jpeg_key, big_key = claim_check_key(".jpg"), claim_check_key()
     s3.put_object(Bucket=bucket, Key=jpeg_key, Body=JPEG)
     big = sqs_body(task_envelope(app, args=[f"{tag}-big"], kwargs={"pad": "x" * 2048}))

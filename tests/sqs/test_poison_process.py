@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs
+from taskapp.sqs.admin.provision import provision
 from taskapp.sqs.deadletter import read_reason
 from tests.integration.processes import worker_process
 from tests.sqs.hostile import (

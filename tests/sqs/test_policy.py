@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from config.settings import Settings
 from taskapp.cli import main
+from taskapp.policy import ROLES, build_policy, topic_names
 from taskapp.queues import dlq_name, queue_names
-from taskapp.sqs.admin.policy import ROLES, build_policy, topic_names
 
 ACCOUNT = "210987654321"
 #: Condition operators and keys this project's policies may use (IAM grammar, SNS/KMS keys).

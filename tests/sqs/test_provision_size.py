@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from taskapp.queues import route_task
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs, route_task
+from taskapp.sqs.admin.provision import provision
 from taskapp.sqs.claimcheck import POINTER_CLASS
 from tests.support.queues import drain, prefixed_app
 

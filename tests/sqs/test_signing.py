@@ -27,7 +27,8 @@ from celery.security.key import PrivateKey
 from celery.security.serialization import DEFAULT_SEPARATOR, SecureSerializer
 
 from config.settings import Settings
-from taskapp.sqs.admin.provision import app_specs, provision
+from taskapp.queues import app_specs
+from taskapp.sqs.admin.provision import provision
 from taskapp.sqs.deadletter import DeadLetter, read_reason
 from taskapp.sqs.signing import SEAL, SIGNED_HEADERS
 from tests.integration.processes import ROOT, worker_process

@@ -198,9 +198,10 @@ def test_ephemeral_queues_work_when_work_queues_are_predefined(
     # given production mode: kombu may not list, create or delete the work queues
     from kombu.transport.SQS.exceptions import UndefinedQueueException
 
+    from taskapp.queues import queue_names
     from taskapp.sqs.admin.provision import predefined_queues
 
-    options = {"predefined_queues": predefined_queues(settings)}
+    options = {"predefined_queues": predefined_queues(sqs, settings.queue_prefix, queue_names())}
     with app.connection_for_write(transport_options=options) as conn:
         channel = conn.channel()
         channel.hub = None

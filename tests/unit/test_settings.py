@@ -26,8 +26,7 @@ from config.settings import (
 )
 from taskapp.cli import main
 from taskapp.cli.settings import README_MARKERS
-from taskapp.queues import Family, QueueSpec, fifo_families
-from taskapp.sqs.admin.provision import effective_specs
+from taskapp.queues import Family, QueueSpec, effective_specs, fifo_families
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {name: spec.env for name, spec in SETTINGS.items()}

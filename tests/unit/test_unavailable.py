@@ -6,9 +6,14 @@ import pytest
 from celery.exceptions import BackendStoreError
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from taskapp.app import app
 from taskapp.errors import PermanentError, RetryableError
+from taskapp.sqs.extension import verdicts
 from taskapp.sqs.unavailable import MAX_WAIT_SECONDS, unavailable, wait_delay, waits_of
 from taskapp.sqs.worker import classify
+
+#: What taskapp told the SQS extension about its failures (taskapp/app.py, sqs.install).
+TASKAPP = verdicts(app)
 
 
 @pytest.mark.parametrize(
@@ -16,9 +21,9 @@ from taskapp.sqs.worker import classify
     [BackendStoreError("failed to store result"), OperationalError("SELECT 1", {}, Exception())],
 )
 def test_an_unreachable_database_is_no_verdict_on_the_task(exc: BaseException) -> None:
-    assert unavailable(exc)
+    assert unavailable(exc, TASKAPP.unavailable)
     # and once its waits are used up, its dead letter says why
-    assert classify(exc) == "unavailable"
+    assert classify(exc, TASKAPP) == "unavailable"
 
 
 @pytest.mark.parametrize(
@@ -31,7 +36,7 @@ def test_an_unreachable_database_is_no_verdict_on_the_task(exc: BaseException) -
     ],
 )
 def test_task_failures_are_not_outages(exc: BaseException) -> None:
-    assert not unavailable(exc)
+    assert not unavailable(exc, TASKAPP.unavailable)
 
 
 def test_waits_double_up_to_a_minute_and_are_read_from_the_message_attribute() -> None:

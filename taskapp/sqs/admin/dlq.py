@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from config.settings import Settings
-from taskapp.aws.sqs import BATCH, queue_depth
-from taskapp.queues import dlq_name, is_dlq, source_of
+from taskapp.sqs.admin.environment import Environment
 from taskapp.sqs.deadletter import read_reason
+from taskapp.sqs.naming import dlq_name, is_dlq, source_of
+from taskapp.sqs.plumbing import BATCH, queue_depth
 
 __all__ = [
     "DeadMessage",
@@ -37,7 +37,7 @@ __all__ = [
 PEEK_VISIBILITY = 30
 
 
-def queue_url(sqs: Any, settings: Settings, name: str) -> str:
+def queue_url(sqs: Any, settings: Environment, name: str) -> str:
     """URL of this environment's queue ``name`` (without the prefix)."""
     return str(sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"])
 
@@ -53,7 +53,7 @@ class DlqDepth:
     delayed: int
 
 
-def list_dlqs(sqs: Any, settings: Settings) -> list[DlqDepth]:
+def list_dlqs(sqs: Any, settings: Environment) -> list[DlqDepth]:
     """Depth of every DLQ of this environment (``<prefix>*-dlq``), by name."""
     resp = sqs.list_queues(QueueNamePrefix=settings.queue_prefix, MaxResults=1000)
     rows = []
@@ -160,7 +160,7 @@ def release(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
         )
 
 
-def peek(sqs: Any, settings: Settings, queue: str, limit: int = 50) -> list[DeadMessage]:
+def peek(sqs: Any, settings: Environment, queue: str, limit: int = 50) -> list[DeadMessage]:
     """Up to ``limit`` messages of ``queue``'s DLQ, left in place.
 
     Each batch is hidden for a moment so the next receive returns the following messages, and
@@ -181,7 +181,7 @@ def peek(sqs: Any, settings: Settings, queue: str, limit: int = 50) -> list[Dead
     return [describe(m) for m in list(seen.values())[:limit]]
 
 
-def purge(sqs: Any, settings: Settings, queue: str) -> int:
+def purge(sqs: Any, settings: Environment, queue: str) -> int:
     """Delete every message of ``queue``'s DLQ; return how many there were (approximately)."""
     url = queue_url(sqs, settings, dlq_name(queue))
     count = queue_depth(sqs, url).total

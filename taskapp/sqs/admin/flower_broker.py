@@ -6,32 +6,36 @@ scheme and answers "'sqs' broker is not supported" otherwise). :func:`install` r
 with SQS's own counts. It runs inside Flower's process when Flower builds its app (with or
 without ``--conf``), so Flower itself is not forked or patched on disk.
 
-Each row is one SQS queue: every work queue (the ones workers consume and the ones in
-``taskapp.queues``), each followed by its dead-letter queue, with the ``visible``,
-``in_flight`` and ``delayed`` counts of ``GetQueueAttributes``. Flower's own keys
-(``messages``, ``messages_ready``, ``messages_unacknowledged``) are filled in too, so existing
-API clients keep working.
+Each row is one SQS queue: every work queue (the ones workers consume and the ones the
+application names in ``install(known_queues=...)``), each followed by its dead-letter queue,
+with the ``visible``, ``in_flight`` and ``delayed`` counts of ``GetQueueAttributes``. Flower's
+own keys (``messages``, ``messages_ready``, ``messages_unacknowledged``) are filled in too, so
+existing API clients keep working.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from taskapp.aws.sqs import queue_depth, queue_is_missing
+from taskapp.sqs.boto import client
+from taskapp.sqs.naming import dlq_name, is_dlq
+from taskapp.sqs.plumbing import queue_depth, queue_is_missing
 
 __all__ = ["SQSBroker", "install", "is_sqs", "queue_depths"]
 
 TEMPLATE = Path(__file__).with_name("templates") / "flower_broker.html"
 
+#: The application's work queues, shown even before a worker consumes them (``install``).
+_known_queues: Callable[[], Iterable[str]] = tuple
+
 
 def queue_depths(sqs: Any, prefix: str, names: list[str]) -> list[dict[str, Any]]:
     """One row per queue in ``names`` and per DLQ of each, in that order (missing ones skipped)."""
-    from taskapp.queues import dlq_name
-
     rows = []
     for name in names:
         for queue, dlq_of in ((name, None), (dlq_name(name), name)):
@@ -66,18 +70,16 @@ class SQSBroker:
     def __init__(self, broker_url: str, *_: Any, **kwargs: Any) -> None:
         options = kwargs.get("broker_options") or {}
         self.prefix = options.get("queue_name_prefix", "")
+        self.region = options.get("region") or "us-east-1"
 
     async def queues(self, names: list[str]) -> list[dict[str, Any]]:
-        from taskapp.aws import client
-        from taskapp.queues import is_dlq, queue_names
-
-        known = list(dict.fromkeys([*queue_names(), *sorted(names)]))
+        known = list(dict.fromkeys([*_known_queues(), *sorted(names)]))
         wanted = [n for n in known if not is_dlq(n)]
         loop = asyncio.get_running_loop()
         try:
             # boto3 blocks; Flower's IO loop must not.
             return await loop.run_in_executor(
-                None, queue_depths, client("sqs"), self.prefix, wanted
+                None, queue_depths, client("sqs", self.region), self.prefix, wanted
             )
         except (ClientError, BotoCoreError) as exc:
             raise RuntimeError(f"could not read SQS queue depths: {exc}") from exc
@@ -124,8 +126,11 @@ def _template_loader(root: str) -> Any:
     return Loader(root)
 
 
-def install() -> None:
-    """Register :class:`SQSBroker` and the SQS Broker page in this Flower process."""
+def install(known_queues: Callable[[], Iterable[str]] = tuple) -> None:
+    """Register :class:`SQSBroker` and the SQS Broker page in this Flower process; the page
+    also lists ``known_queues()`` (names without the prefix), consumed or not."""
+    global _known_queues
+    _known_queues = known_queues
     import flower.urls
     import flower.utils.broker
     import flower.views

@@ -20,26 +20,25 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from config.settings import SettingError, Settings
-from taskapp.aws.sqs import (
+from taskapp.sqs.admin.environment import Environment
+from taskapp.sqs.naming import FIFO_SUFFIX, QueueSpec, dlq_name
+from taskapp.sqs.plumbing import (
     MAX_MESSAGE_BYTES,
     oldest_sent_age,
     peek,
     queue_depth,
     queue_is_missing,
+    resolve_queue_urls,
 )
-from taskapp.queues import FIFO_SUFFIX, QueueSpec
 
 __all__ = [
     "Change",
     "MAX_MESSAGE_SIZE",
     "QueueStatus",
-    "effective_specs",
     "provision",
     "queue_status",
     "predefined_queues",
     "QueuesMissing",
-    "app_specs",
 ]
 
 #: SQS maximum retention: a dead letter waits two weeks for someone to look at it.
@@ -58,26 +57,7 @@ class Change:
     attributes: tuple[str, ...] = ()
 
 
-def effective_specs(specs: Iterable[QueueSpec], settings: Settings) -> list[QueueSpec]:
-    """Apply ``TASKAPP_VISIBILITY_TIMEOUT``, refusing one shorter than a queue's hard limit."""
-    override = settings.visibility_timeout
-    result = []
-    for spec in specs:
-        if override is None:
-            result.append(spec)
-            continue
-        if override < spec.hard_time_limit:
-            raise SettingError(
-                "TASKAPP_VISIBILITY_TIMEOUT",
-                override,
-                f"at least {spec.hard_time_limit} (the hard time limit of queue "
-                f"'{spec.name}'), or unset to derive it per queue",
-            )
-        result.append(QueueSpec(spec.name, override, spec.hard_time_limit, spec.tasks))
-    return result
-
-
-def _desired(spec: QueueSpec, settings: Settings, dlq_arn: str) -> dict[str, str]:
+def _desired(spec: QueueSpec, settings: Environment, dlq_arn: str) -> dict[str, str]:
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receives}
     return {
         **_encryption(settings),
@@ -89,7 +69,7 @@ def _desired(spec: QueueSpec, settings: Settings, dlq_arn: str) -> dict[str, str
     }
 
 
-def _encryption(settings: Settings) -> dict[str, str]:
+def _encryption(settings: Environment) -> dict[str, str]:
     """Server-side encryption with the configured KMS key, if any."""
     return {"KmsMasterKeyId": settings.sqs_kms_key} if settings.sqs_kms_key else {}
 
@@ -132,11 +112,11 @@ def _arn(sqs: Any, url: str) -> str:
     return str(attrs["QueueArn"])
 
 
-def provision(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[Change]:
-    """Create or update each queue and its DLQ; return one ``Change`` per SQS queue."""
+def provision(sqs: Any, settings: Environment, specs: Iterable[QueueSpec]) -> list[Change]:
+    """Create or update each queue of ``specs`` and its DLQ; return one ``Change`` per SQS queue."""
     changes = []
     prefix = settings.queue_prefix
-    for spec in effective_specs(specs, settings):
+    for spec in specs:
         dlq_attrs = {
             **_encryption(settings),
             "MessageRetentionPeriod": str(DLQ_RETENTION),
@@ -168,7 +148,7 @@ def _oldest_age(sqs: Any, url: str, is_dlq: bool) -> timedelta | None:
     return None if age is None else timedelta(seconds=age)
 
 
-def queue_status(sqs: Any, settings: Settings, specs: Iterable[QueueSpec]) -> list[QueueStatus]:
+def queue_status(sqs: Any, settings: Environment, specs: Iterable[QueueSpec]) -> list[QueueStatus]:
     """Depths of every queue and DLQ, in provisioning order."""
     rows = []
     for spec in specs:
@@ -195,30 +175,14 @@ class QueuesMissing(LookupError):
         self.names = names
 
 
-def predefined_queues(settings: Settings) -> dict[str, dict[str, str]]:
-    """kombu ``predefined_queues`` for every provisioned queue and DLQ.
+def predefined_queues(sqs: Any, prefix: str, queues: Iterable[str]) -> dict[str, dict[str, str]]:
+    """kombu ``predefined_queues`` for ``queues`` (names without ``prefix``) and their DLQs.
 
     One ListQueues (GetQueueUrl only for a name it did not show); :class:`QueuesMissing` names
     every queue that does not exist, instead of failing on the first.
     """
-    from taskapp.aws import client
-    from taskapp.aws.sqs import resolve_queue_urls
-    from taskapp.queues import dlq_name, queue_names
-
-    prefix = settings.queue_prefix
-    wanted = [prefix + n for name in queue_names() for n in (name, dlq_name(name))]
-    urls, missing = resolve_queue_urls(client("sqs", settings), prefix, wanted)
+    wanted = [prefix + n for name in queues for n in (name, dlq_name(name))]
+    urls, missing = resolve_queue_urls(sqs, prefix, wanted)
     if missing:
         raise QueuesMissing(missing)
     return {name: {"url": urls[name]} for name in wanted}
-
-
-def app_specs(app: Any) -> list[QueueSpec]:
-    """Queue plan of ``app``: every registered task's hard time limit, grouped by queue."""
-    from taskapp.queues import plan_queues
-
-    app.loader.import_default_modules()
-    limits = {
-        name: task.time_limit for name, task in app.tasks.items() if not name.startswith("celery.")
-    }
-    return plan_queues(limits, app.conf.task_time_limit)

@@ -37,13 +37,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from config.settings import Settings
-from taskapp import aws
-from taskapp.aws.sqs import BATCH, MAX_MESSAGE_BYTES
-from taskapp.queues import FIFO_SUFFIX, dlq_name, source_of
 from taskapp.sqs.admin.dlq import describe, queue_url, receive, release
+from taskapp.sqs.admin.environment import Environment
+from taskapp.sqs.boto import client_for
 from taskapp.sqs.claimcheck import message_size
 from taskapp.sqs.deadletter import ATTRIBUTE_PREFIX
+from taskapp.sqs.naming import FIFO_SUFFIX, dlq_name, source_of
+from taskapp.sqs.plumbing import BATCH, MAX_MESSAGE_BYTES
 
 __all__ = [
     "BATCH_MAX_BYTES",
@@ -214,7 +214,7 @@ def _batches_complete() -> Iterator[Callable[[], bool]]:
 
 def _move_task(
     sqs: Any,
-    settings: Settings,
+    settings: Environment,
     dlq_url: str,
     source_url: str,
     on_progress: Callable[[int], None],
@@ -225,7 +225,7 @@ def _move_task(
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return str(attrs["Attributes"]["QueueArn"])
 
-    probe = aws.client("sqs", settings, profile="once")  # one attempt: a refusal is the answer
+    probe = client_for("sqs", settings, profile="once")  # one attempt: a refusal is the answer
     try:
         handle = probe.start_message_move_task(
             SourceArn=arn(dlq_url), DestinationArn=arn(source_url)
@@ -260,7 +260,7 @@ def _moved_key(message: dict[str, Any]) -> str:
 
 def redrive(
     sqs: Any,
-    settings: Settings,
+    settings: Environment,
     queue: str,
     task: str | None = None,
     limit: int | None = None,

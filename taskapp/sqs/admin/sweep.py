@@ -14,9 +14,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from taskapp import aws
-from taskapp.aws.sqs import queue_is_missing
+from taskapp.sqs.admin.environment import Environment
+from taskapp.sqs.boto import client_for
 from taskapp.sqs.ephemeral import EPHEMERAL_INFIX, LEASE_TAG
+from taskapp.sqs.plumbing import queue_is_missing
 
 __all__ = ["SweepReport", "sweep_stale"]
 
@@ -86,7 +87,9 @@ def _orphan_subscriptions(
     return orphans
 
 
-def sweep_stale(settings: Any, grace_seconds: float = 900, dry_run: bool = False) -> SweepReport:
+def sweep_stale(
+    settings: Environment, grace_seconds: float = 900, dry_run: bool = False
+) -> SweepReport:
     """Delete ephemeral queues whose lease is older than ``grace_seconds``, and orphaned
     SNS subscriptions; both are left behind by processes that did not exit cleanly.
 
@@ -95,8 +98,8 @@ def sweep_stale(settings: Any, grace_seconds: float = 900, dry_run: bool = False
     would go and deletes nothing.
     """
     # Quick calls: the sweep must not hang on an endpoint that is gone.
-    sqs = aws.client("sqs", settings, profile="quick")
-    sns = aws.client("sns", settings, profile="quick")
+    sqs = client_for("sqs", settings, profile="quick")
+    sns = client_for("sns", settings, profile="quick")
     now = time.time()
     stale = []
     for url in _ephemeral_queue_urls(sqs, settings.queue_prefix):

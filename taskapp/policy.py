@@ -1,5 +1,8 @@
 """Least-privilege IAM policies for the configured queues, monitoring topics and bucket.
 
+taskapp's, not the SQS extension's: the roles are taskapp's processes, the queues its plan
+(``taskapp.queues``), and the worker's statements include SES for the email family.
+
 ``taskapp aws policy`` prints them. Statements are split by role, so each can be attached to
 its own IAM role (``--role worker|flower|producer|release``):
 
