@@ -23,8 +23,10 @@ RUN apt-get update \
 # Dependencies next, in their own layer: code changes do not reinstall them. Every wheel is
 # binary (pycurl bundles libcurl, psycopg its libpq), so no compiler is needed.
 COPY pyproject.toml uv.lock README.md ./
+# The SQS extension's distribution is a workspace member (its code is taskapp/sqs, copied below).
+COPY packages/taskapp-sqs/pyproject.toml packages/taskapp-sqs/README.md ./packages/taskapp-sqs/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-default-groups --no-install-project
+    uv sync --frozen --no-default-groups --no-install-workspace
 
 COPY config ./config
 COPY taskapp ./taskapp
