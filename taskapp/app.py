@@ -91,6 +91,46 @@ class TaskappTask(_TaskBase):
             args, kwargs, task_id, producer, link, link_error, shadow, **options
         )
 
+    @property
+    def backend(self) -> Any:
+        """Celery's result backend; on the application database, ``taskapp.results.Backend``,
+        which the idempotency claim and completion write STARTED and SUCCESS through."""
+        if self._backend is None:
+            from taskapp import results
+
+            self._backend = results.backend_for(self.app)
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        self._backend = value
+
+    @property
+    def track_started(self) -> bool:
+        """Whether Celery's tracer writes STARTED: not when the claim writes it (``__call__``)."""
+        if self._track_started is not None:
+            return self._track_started
+        tracked = bool(self.app.conf.task_track_started)
+        return tracked and not (self._claims(self.name) and self._combines())
+
+    @track_started.setter
+    def track_started(self, value: bool) -> None:
+        self._track_started = value
+
+    _track_started: bool | None = None
+    _backend: Any = None  # Celery's own default
+
+    def _claims(self, name: str) -> bool:
+        return self.idempotent and not name.startswith("celery.")
+
+    def _combines(self) -> bool:
+        """Whether our result rows go in the idempotency record's transactions."""
+        from taskapp.db import engine
+        from taskapp.results import Backend
+
+        backend = self.backend
+        return isinstance(backend, Backend) and backend.combines and backend.engine is engine()
+
     def _is_stale(self, eng: Any) -> bool:
         """Whether this call carries an entity version older than the one already applied."""
         entity = getattr(self.request, "entity", None)
@@ -123,13 +163,25 @@ class TaskappTask(_TaskBase):
         return key_for(self.name, self.resolve_idempotency_key(kwargs.get("idempotency_key")))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.request.called_directly or not self.idempotent or self.name.startswith("celery."):
+        if self.request.called_directly or not self._claims(self.name):
             return super().__call__(*args, **kwargs)
+        from celery.app.task import get_actual_ignore_result  # type: ignore[attr-defined]
+
         from taskapp import idempotency
         from taskapp.db import engine
 
         key, eng, attempt = self.idempotency_key(kwargs), engine(), self.request.retries or 0
-        claim = idempotency.claim(eng, key, self.name, self.claim_lease(), self.run_token, attempt)
+        # One transaction for the claim and STARTED, one for the completion and SUCCESS
+        # (taskapp/results.py), when this request's result is stored on our database.
+        store = None
+        if not get_actual_ignore_result(self, self.request) and self._combines():
+            store = self.backend
+        started = (
+            store.started(self.request) if store and self.app.conf.task_track_started else None
+        )
+        claim = idempotency.claim(
+            eng, key, self.name, self.claim_lease(), self.run_token, attempt, also=started
+        )
         if claim.done:
             logger.info("duplicate delivery of %s, returning the stored result", key)
             return claim.result
@@ -156,7 +208,11 @@ class TaskappTask(_TaskBase):
         except BaseException:
             self._release_claim()
             raise
-        if not idempotency.complete(eng, key, result, claim.owner):
+        # The tracer stores SUCCESS after it sent callbacks, so that their ids are its children.
+        succeeded = None
+        if store is not None and not self.request.callbacks and not self.request.chain:
+            succeeded = store.succeeded(self.request, result)
+        if not idempotency.complete(eng, key, result, claim.owner, also=succeeded):
             # Our lease ran out mid-run and another delivery took the key over: it runs too.
             logger.warning(
                 "%s outlived its idempotency lease; key=%s was taken over", self.name, key

@@ -23,6 +23,7 @@ __all__ = [
     "engine",
     "tune_engine",
     "tune_result_engine",
+    "keep_later_state",
     "upgrade",
     "SAMPLE_BRANCH",
     "sample_revisions",
@@ -108,15 +109,21 @@ def tune_result_engine(eng: Engine) -> None:
     run's states still replace FAILURE.
     """
     tune_engine(eng)
+    keep_later_state(eng)
+
+
+def keep_later_state(eng: Engine) -> None:
+    """Install ``tune_result_engine``'s trigger through ``eng`` (once per engine): with Celery's
+    result table on new databases, when the engine connects on existing ones."""
     dialect = eng.dialect.name
     if dialect not in _KEEP_LATER_STATE_DDL:
         return
     from celery.backends.database.models import Task
 
-    # New databases: with the table. Existing ones: when the engine connects.
     if dialect == "sqlite":
-        event.listen(eng, "connect", _keep_later_state_sqlite)
-    else:
+        if not event.contains(eng, "connect", _keep_later_state_sqlite):
+            event.listen(eng, "connect", _keep_later_state_sqlite)
+    elif not event.contains(eng, "first_connect", _keep_later_state_postgres):
         event.listen(eng, "first_connect", _keep_later_state_postgres)
     ddl = _KEEP_LATER_STATE_DDL[dialect]
     if not event.contains(Task.__table__, "after_create", ddl):
@@ -164,7 +171,9 @@ def engine(url: str | None = None) -> Engine:
     if eng is None:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        eng = _engines[url] = create_engine(url, pool_pre_ping=True)
+        # A pre-ping is one more round trip per checkout: worth it over a network, where a
+        # server or proxy may have dropped the connection; a SQLite file has none to drop.
+        eng = _engines[url] = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         tune_engine(eng)
     return eng
 

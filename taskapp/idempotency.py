@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -74,6 +75,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: More writes for a claim's or completion's transaction (``taskapp.results``: Celery's row).
+Also = Callable[[Connection], object] | None
 
 #: A claim is held (``running``), finished (``done``), or given up after a failure (``free``).
 RUNNING, DONE, FREE = "running", "done", "free"
@@ -163,12 +167,14 @@ def claim(
     lease_seconds: float,
     owner: str | None = None,
     attempt: int = 0,
+    also: Also = None,
 ) -> Claim:
     """Take the lease on ``key``, or report that it is done, held by a live lease, or superseded.
 
     ``owner`` (at most 32 characters, unique per run) is the token the claim is held, renewed
     and completed under; by default a fresh one. ``attempt`` is the delivery's retry count: an
-    attempt below the key's recorded floor is superseded.
+    attempt below the key's recorded floor is superseded. ``also`` runs in the transaction that
+    acquires the claim, and only then.
     """
     _check_stored(key)
     now, owner = time.time(), owner or uuid.uuid4().hex
@@ -185,6 +191,8 @@ def claim(
     try:
         with engine.begin() as conn:
             conn.execute(insert(idempotency_keys).values(row))
+            if also is not None:
+                also(conn)
         return Claim(acquired=True, owner=owner)
     except IntegrityError:
         pass
@@ -194,7 +202,7 @@ def claim(
             select(keys.state, keys.lease_until, keys.result, keys.attempt).where(keys.key == key)
         ).one_or_none()
         if current is None:  # expired between our insert and select: try once more
-            return claim(engine, key, task_name, lease_seconds, owner, attempt)
+            return claim(engine, key, task_name, lease_seconds, owner, attempt, also)
         if current.state == DONE:
             return Claim(acquired=False, done=True, result=current.result)
         if attempt < current.attempt:
@@ -214,6 +222,8 @@ def claim(
                 attempt=attempt,
             )
         ).rowcount
+        if taken and also is not None:
+            also(conn)
     if taken:
         return Claim(acquired=True, owner=owner)
     return Claim(acquired=False, wait_seconds=max(current.lease_until - now, 0.0))
@@ -256,19 +266,24 @@ def release_runs(engine: Engine, owners: Collection[str]) -> int:
         ).rowcount
 
 
-def complete(engine: Engine, key: str, result: Any, owner: str | None = None) -> bool:
+def complete(
+    engine: Engine, key: str, result: Any, owner: str | None = None, also: Also = None
+) -> bool:
     """Record ``key`` as done with its (JSON-serializable) result; False if the claim was lost.
 
     With ``owner``, only that claim is completed (it may have been taken over meanwhile).
+    ``also`` runs in the same transaction, whether or not the claim was still ours: the work
+    was done either way.
     """
     with engine.begin() as conn:
-        return bool(
-            conn.execute(
-                update(idempotency_keys)
-                .where(idempotency_keys.c.key == key, *_owned_by(owner))
-                .values(state=DONE, result=result, updated_at=time.time())
-            ).rowcount
-        )
+        done = conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.key == key, *_owned_by(owner))
+            .values(state=DONE, result=result, updated_at=time.time())
+        ).rowcount
+        if also is not None:
+            also(conn)
+    return bool(done)
 
 
 def release(
