@@ -25,6 +25,11 @@ signals.task_prerun.connect(runtimes.on_prerun, weak=False, dispatch_uid="report
 signals.task_postrun.connect(
     runtimes.on_postrun, weak=False, dispatch_uid="reports.runtime.postrun"
 )
+# Buffered rows are written when a pool process (prefork) or the worker (solo, threads) stops.
+signals.worker_process_shutdown.connect(
+    runtimes.flush, weak=False, dispatch_uid="reports.runtime.flush.process"
+)
+signals.worker_shutdown.connect(runtimes.flush, weak=False, dispatch_uid="reports.runtime.flush")
 
 
 def _progress(task: Any, task_id: str | None = None) -> service.Progress:
