@@ -30,7 +30,9 @@ What this module changes (kombu 5.7 already ships SNS-backed fan-out: ``supports
 4. Per-process queues (event receivers, remote-control mailboxes, reply queues) are
    *ephemeral*: named, created, leased and deleted as :mod:`taskapp.sqs.ephemeral` describes.
    Their no-ack messages are deleted with the blocking client (the async one needs an event
-   loop that Flower and ``celery inspect`` lack).
+   loop that Flower and ``celery inspect`` lack). A reply queue is polled by its caller's
+   ``drain_events`` only, never by the process's event loop (where a worker runs in the same
+   process, that loop would take the reply from under the caller).
 5. Task events can be sampled (``event_sample_rate`` transport option, from
    ``TASKAPP_EVENT_SAMPLE_RATE``): see :mod:`taskapp.sqs.sampling`.
 
@@ -254,6 +256,17 @@ class MonitoringChannel(ChannelMixin):
             # 20 s long poll would overrun on every call.
             kwargs["wait_time_seconds"] = REPLY_WAIT_SECONDS
         return super()._receive_message(queue, *args, **kwargs)
+
+    def _schedule_queue(self, queue: str) -> None:
+        # A reply queue is drained by its caller alone: kombu's pidbox ``_collect`` calls
+        # ``drain_events``, which polls it with the blocking client. kombu's ``basic_consume``
+        # also schedules an async poll on the process-wide event loop; in a process that runs a
+        # worker too, that poll took the reply about half the time and handed it over only after
+        # the caller's timeout (or after the caller had left), so ``inspect()`` there answered
+        # None or took over a second (tests/sqs/test_reply_path.py).
+        if ephemeral_kind(queue) == "reply":
+            return
+        super()._schedule_queue(queue)
 
     def _get_async(
         self, queue: str, count: int = 1, callback: Callable[..., Any] | None = None
