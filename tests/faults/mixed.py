@@ -34,7 +34,7 @@ from taskapp.images.pipeline import output_formats
 from taskapp.images.service import variant_key
 from taskapp.queues import dlq_name
 from tests.email.smtp_server import TestSMTPServer
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.support.databases import postgres_database
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import wait_for
@@ -65,6 +65,7 @@ class MixedLoad:
     noops: list[str] = field(default_factory=list)
     emails: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # source keys
+    digests: dict[str, str] = field(default_factory=dict)  # source key: its SHA-256
     reports: list[str] = field(default_factory=list)  # task ids
 
     # -- queueing ----------------------------------------------------------------------------
@@ -88,7 +89,9 @@ class MixedLoad:
         for _ in range(images):
             # A distinct picture per task, so each has a variant set of its own.
             key = f"faults/{self.run}/{len(self.images)}.png"
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=self._png(len(self.images)))
+            body = self._png(len(self.images))
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+            self.digests[key] = hashlib.sha256(body).hexdigest()
             producer.send_task(
                 "images.thumbnails", args=[key], kwargs={"sizes": SIZES, "formats": [FORMAT]}
             )
@@ -136,8 +139,7 @@ class MixedLoad:
         return {name: counts.get(name, 0) for name in self.names()}
 
     def _variant_sets(self, source: str) -> int:
-        body = self.s3.get_object(Bucket=self.bucket, Key=source)["Body"].read()
-        sha = hashlib.sha256(body).hexdigest()
+        sha = self.digests[source]
         fmt = output_formats()[FORMAT]
         present = 0
         for size in SIZES:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.faults.mixed import MixedLoad, finish, postgres, queue_arg, sink, smtp_url, through
 from tests.integration.processes import worker_process
 from tests.support.faultproxy import Mode
@@ -23,7 +23,7 @@ from tests.support.waiting import wait_for
 #: Under a minute each here; the outage cell (about 50 s) is in the ``faults`` group.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
-OUTAGE = 20
+OUTAGE = 30  # the matrix: 30 s
 
 
 def _cell(drain: Drain, s3: Any, settings: Settings, tmp_path: Path, fault: Any) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.integration.processes import worker_process
 from tests.support.faultproxy import Mode
 from tests.support.waiting import wait_for

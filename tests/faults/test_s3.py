@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.faults.mixed import MixedLoad, finish, queue_arg, sink, sqlite_env
 from tests.integration.processes import worker_process
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
-OUTAGE = 20
+OUTAGE = 30  # the matrix: 30 s
 
 
 def test_s3_puts_slow_down_mid_thumbnails(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.faults.mixed import MixedLoad, finish, queue_arg, sink, sqlite_env
 from tests.integration.processes import worker_process
 from tests.support.faultproxy import FaultProxy, Mode
@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.timeout(480),
 ]
 
-OUTAGE = 20
+OUTAGE = 30  # the matrix: 30 s
 
 
 def test_smtp_421_once_then_refused_mid_drain(

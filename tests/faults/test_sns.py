@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.faults.mixed import MixedLoad, finish, queue_arg, sink, sqlite_env
 from tests.integration.processes import worker_process
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-OUTAGE = 20
+OUTAGE = 30  # the matrix: 30 s
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.faults.test_sqs_network import _check
 from tests.integration.processes import worker_process
 from tests.support.faultproxy import Mode

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import Drain
+from tests.faults.drain import Drain
 from tests.integration.processes import worker_process
 from tests.support.faultproxy import Mode
 from tests.support.waiting import wait_for
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: What a worker that gave up on a fault writes, and must never write here.
 GAVE_UP = ("Unrecoverable error", "UNABLE TO RESTORE", "Traceback")
+OUTAGE = 30  # the matrix: 30 s
 
 
 def _fault(drain: Drain, mode: Mode, seconds: float) -> None:
@@ -91,8 +92,8 @@ def test_reset_then_blackhole_mid_drain(drain: Drain, tmp_path: Path) -> None:
 
 
 def test_connections_refused_mid_drain(drain: Drain, tmp_path: Path) -> None:
-    _cell(drain, tmp_path, [(Mode.REFUSE, 20)])
+    _cell(drain, tmp_path, [(Mode.REFUSE, OUTAGE)])
 
 
 def test_blackholed_mid_drain(drain: Drain, tmp_path: Path) -> None:
-    _cell(drain, tmp_path, [(Mode.BLACKHOLE, 20)])
+    _cell(drain, tmp_path, [(Mode.BLACKHOLE, OUTAGE)])

@@ -12,6 +12,9 @@ reaching the endpoint, with one of ``RequestThrottled`` / ``ThrottlingException`
   is answered with the error on the event loop instead of being sent
   (``AsyncHTTPSConnection.getresponse``), so kombu parses it as AWS's.
 
+With ``TASKAPP_TEST_INJECT_SQS_ERRORS_FLAG`` naming a file as well, errors are injected only
+while that file exists (the soak switches throttling on and off, as it does the faults below).
+
 Counts go to ``TASKAPP_TEST_INJECT_LOG`` (one line per injected error) when set.
 
 ``TASKAPP_TEST_INJECT_S3_SLOWDOWN`` names a flag file: while it exists, every S3 ``PutObject``
@@ -40,9 +43,12 @@ _ERRORS = itertools.cycle(
 
 
 _CALLS = itertools.count(1)
+SQS_FLAG = os.environ.get("TASKAPP_TEST_INJECT_SQS_ERRORS_FLAG")
 
 
 def _pick() -> tuple[int, str] | None:
+    if SQS_FLAG and not os.path.exists(SQS_FLAG):
+        return None
     # Every (1/SHARE)th call, not a random one: the cell must not depend on luck.
     if next(_CALLS) % round(1 / SHARE):
         return None
