@@ -190,7 +190,7 @@ def claim(
     }
     try:
         with engine.begin() as conn:
-            conn.execute(insert(idempotency_keys).values(row))
+            conn.execute(insert(idempotency_keys), row)
             if also is not None:
                 also(conn)
         return Claim(acquired=True, owner=owner)

@@ -50,6 +50,7 @@ class Backend(DatabaseBackend):
     rows can be written in another transaction (``started``/``succeeded``)."""
 
     _tables_made = False
+    _upserts: dict[tuple[str, tuple[str, ...]], Any]
     # Celery's, which its type stubs leave out.
     url: str
     task_cls: Any
@@ -66,6 +67,10 @@ class Backend(DatabaseBackend):
     def combines(self) -> bool:
         """Whether ``started``/``succeeded`` can write on this database."""
         return self.engine.dialect.name in _UPSERT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._upserts = {}
+        super().__init__(*args, **kwargs)
 
     def ResultSession(self, session_manager: Any = None) -> Session:  # noqa: N802 - Celery's
         eng = self.engine
@@ -120,21 +125,26 @@ class Backend(DatabaseBackend):
         return {column.name: getattr(task, column.name) for column in columns if column.key != "id"}
 
     def _upsert(self, row: dict[str, Any]) -> RowWrite:
-        table = self.task_cls.__table__
-
         def write(conn: Connection) -> None:
-            statement = _UPSERT[conn.dialect.name](table).values(row)
-            changed = {name: statement.excluded[name] for name in row if name != "task_id"}
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[table.c.task_id],
-                    set_=changed,
-                    # As Celery's store: nothing replaces a SUCCESS.
-                    where=table.c.status != states.SUCCESS,
-                )
-            )
+            conn.execute(self._upsert_statement(conn.dialect.name, tuple(row)), row)
 
         return write
+
+    def _upsert_statement(self, dialect: str, names: tuple[str, ...]) -> Any:
+        # Built once per dialect and column set: building it (the EXCLUDED alias copies every
+        # column) cost more than running it.
+        key = (dialect, names)
+        statement = self._upserts.get(key)
+        if statement is None:
+            table = self.task_cls.__table__
+            insert = _UPSERT[dialect](table)
+            statement = self._upserts[key] = insert.on_conflict_do_update(
+                index_elements=[table.c.task_id],
+                set_={name: insert.excluded[name] for name in names if name != "task_id"},
+                # As Celery's store: nothing replaces a SUCCESS.
+                where=table.c.status != states.SUCCESS,
+            )
+        return statement
 
 
 def backend_for(app: Any) -> Any:
