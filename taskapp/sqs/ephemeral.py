@@ -102,6 +102,21 @@ class _Ephemera:
                 self.names[key] = f"{prefix}{EPHEMERAL_INFIX}{KINDS[kind]}-{token}"
             return self.names[key]
 
+    def minted_not_created(self, sqs_name: str) -> bool:
+        """Whether ``sqs_name`` was named here and not yet created: then it cannot exist (a
+        fresh random token), and asking SQS for its URL would be a wasted request."""
+        with self._lock:
+            return sqs_name not in self.owned and sqs_name in self.names.values()
+
+    def sibling_url(self, sqs_name: str) -> str | None:
+        """The URL of queue ``sqs_name`` if it lives where this process's own ephemeral queues do
+        (same endpoint and account: SQS URLs end in ``/<account>/<name>``); None if this process
+        owns none. A guess: the caller falls back to asking SQS when the queue is not there."""
+        with self._lock:
+            for owned in self.owned.values():
+                return f"{owned.url.rpartition('/')[0]}/{sqs_name}"
+        return None
+
     def forget(self, sqs_name: str) -> Owned | None:
         with self._lock:
             for key in [k for k, v in self.names.items() if v == sqs_name]:

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from amqp.protocol import queue_declare_ok_t
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.log import get_logger
 from kombu.transport import SQS
@@ -189,6 +190,9 @@ class MonitoringChannel(ChannelMixin):
             return super()._resolve_queue_url(queue)
         if name in self._queue_cache:
             return self._queue_cache[name]
+        if EPHEMERA.minted_not_created(name):
+            # Named a moment ago with a random token: kombu creates it without asking first.
+            raise DoesNotExistQueueException(f"Queue '{name}' doesn't exist")
         try:
             url: str = self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
@@ -197,6 +201,14 @@ class MonitoringChannel(ChannelMixin):
             raise
         self._queue_cache[name] = url
         return url
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        if queue is None or passive or ephemeral_kind(queue) != "reply":
+            return super().queue_declare(queue, passive, **kwargs)
+        # kombu declares a reply queue twice per call (before the request, and to consume the
+        # replies) and each time asks SQS for its length, which the mailbox never reads.
+        self._new_queue(queue, **kwargs)
+        return queue_declare_ok_t(queue, 0, 0)
 
     def _create_queue(self, queue_name: str, attributes: dict[str, str]) -> dict[str, Any]:
         if not self._is_ephemeral_sqs_name(queue_name):
@@ -357,13 +369,33 @@ class MonitoringChannel(ChannelMixin):
         if not self._is_ephemeral_sqs_name(queue):
             logger.debug("dropping a reply without a reply queue name: %s", queue)
             return
+        guessed = EPHEMERA.sibling_url(queue)
         try:
-            self._resolve_queue_url(queue)
-            self._put(queue, message, **kwargs)
+            self._send_reply(queue, message, guessed, **kwargs)
         except DoesNotExistQueueException:
             logger.debug("reply queue %s is gone, reply dropped", queue)
         except ClientError as exc:
             if not queue_is_missing(exc):
                 raise
-            self._queue_cache.pop(queue, None)
             logger.debug("reply queue %s is gone, reply dropped", queue)
+        finally:
+            # Each call of a caller names a new reply queue: a URL kept here would never be used
+            # again, and the cache would grow by one entry per request this worker answers.
+            self._queue_cache.pop(queue, None)
+
+    def _send_reply(
+        self, queue: str, message: dict[str, Any], guessed: str | None, **kwargs: Any
+    ) -> None:
+        """Send with the URL guessed from our own queues (no GetQueueUrl on the way of the reply);
+        if that queue does not exist, ask SQS for the URL once (another account or endpoint)."""
+        if guessed is not None:
+            self._queue_cache[queue] = guessed
+            try:
+                self._put(queue, message, **kwargs)
+                return
+            except ClientError as exc:
+                if not queue_is_missing(exc):
+                    raise
+                self._queue_cache.pop(queue, None)
+        self._resolve_queue_url(queue)
+        self._put(queue, message, **kwargs)

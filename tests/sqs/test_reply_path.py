@@ -63,3 +63,82 @@ def test_a_reply_queue_is_polled_by_its_caller_and_not_by_the_event_loop(
     finally:
         consumer.cancel()
         channel.queue_delete(reply.name)
+
+
+def test_a_callers_reply_queue_costs_one_request_to_declare_and_none_to_redeclare(
+    channel: Any,
+) -> None:
+    # given a fresh reply queue and a record of every SQS request of the channel
+    oid = str(uuid.uuid4())
+    reply = Queue(
+        f"{oid}.reply.celery.pidbox",
+        Exchange("reply.celery.pidbox", "direct"),
+        routing_key=oid,
+        auto_delete=True,
+    )
+    requests: list[str] = []
+    channel.sqs().meta.events.register(
+        "before-call.sqs", lambda model, **_: requests.append(model.name)
+    )
+    try:
+        # when kombu's mailbox declares it, before the request and again to consume the replies
+        reply(channel).declare()
+        reply(channel).declare()
+        # then it is created without asking whether a name minted here exists, and its length
+        # (which the mailbox never reads) is not asked for
+        assert requests == ["CreateQueue"]
+    finally:
+        channel.queue_delete(reply.name)
+
+
+def test_a_worker_replies_with_one_request_and_keeps_no_url_of_the_callers_queue(
+    channel: Any,
+) -> None:
+    # given a caller's reply queue, and a worker's channel that has never seen it
+    oid = str(uuid.uuid4())
+    reply = Queue(
+        f"{oid}.reply.celery.pidbox",
+        Exchange("reply.celery.pidbox", "direct"),
+        routing_key=oid,
+        auto_delete=True,
+    )
+    reply(channel).declare()
+    sqs_name = channel.canonical_queue_name(reply.name)
+    worker = channel.connection.create_channel(channel.connection)  # a second channel
+    requests: list[str] = []
+    worker.sqs().meta.events.register(
+        "before-call.sqs", lambda model, **_: requests.append(model.name)
+    )
+    try:
+        # when the worker replies (the routing key names the SQS queue: see _address_reply)
+        worker.typeof("reply.celery.pidbox").deliver(
+            {"body": '{"ok": "pong"}', "properties": {}}, "reply.celery.pidbox", sqs_name
+        )
+        # then the reply is sent without asking SQS for the queue's URL, and arrives
+        assert requests == ["SendMessage"]
+        assert sqs_name not in worker._queue_cache
+        got = channel.sqs().receive_message(
+            QueueUrl=channel._new_queue(reply.name), WaitTimeSeconds=5
+        )
+        assert len(got.get("Messages", [])) == 1
+    finally:
+        worker.close()
+        channel.queue_delete(reply.name)
+
+
+def test_a_reply_to_a_caller_that_left_is_dropped(channel: Any) -> None:
+    # given a reply queue name that no queue has (the caller deleted it)
+    gone = channel.canonical_queue_name(f"{uuid.uuid4()}.reply.celery.pidbox")
+    oid = str(uuid.uuid4())
+    mine = Queue(f"{oid}.reply.celery.pidbox", Exchange("reply.celery.pidbox", "direct"), oid)
+    mine(channel).declare()  # so the worker can guess URLs from a queue of its own
+    worker = channel.connection.create_channel(channel.connection)  # a second channel
+    try:
+        # when the worker replies to it, then nothing is raised and nothing is kept
+        worker.typeof("reply.celery.pidbox").deliver(
+            {"body": "{}", "properties": {}}, "reply.celery.pidbox", gone
+        )
+        assert gone not in worker._queue_cache
+    finally:
+        worker.close()
+        channel.queue_delete(mine.name)
