@@ -1,34 +1,40 @@
 """Celery's own integration suite (``t/integration`` of the celery 5.7.0 sdist) on taskapp's SQS
-layer, next to the same suite on a Redis broker; and the remote-control round trip on SQS.
+extension, next to the same suite on a Redis broker; and the remote-control round trip on SQS.
 
     uv run python bench/celery_suite.py [--files inspect,worker,tasks,canvas] [--brokers sqs,redis]
-                                        [--per class|file] [--group-timeout 1200] [--ping 50]
-                                        [--redis-db 9] [--no-fail]
+                                        [--ping 50] [--load results.json] [--transport-only]
+                                        [--group-timeout 1200] [--redis-db 9] [--no-fail]
 
 1. **The suite.** The pinned sdist is downloaded from PyPI once (``pip download``, checked
    against its sha256) into ``var/celery-suite/`` (gitignored) and unpacked there. Its test
    requirements that taskapp's environment lacks (``pytest-rerunfailures``, Django) come in
-   through ``uv run --with``. Each file runs as one pytest per test class (the module's free
-   functions are one more group), in a fresh process with a fresh session worker, so one class
+   through ``uv run --with``; Celery's fixtures are loaded as the plugin pytest-celery makes
+   them in Celery's CI. Each file runs as one pytest per test class (the module's free
+   functions are one more group), in a fresh process with a fresh session worker, so a class
    that wedges the worker costs that class only. Each group is bounded by ``--group-timeout``;
    a test that never reported counts as failed (``not run``).
 
    * **sqs**: a fresh moto server on 127.0.0.1 per group; the broker is ``sqs://`` (boto3 finds
-     moto through ``AWS_ENDPOINT_URL``). taskapp's layer is applied with no edit to the suite:
-     Celery's default loader reads ``bench/celery_suite_support/config.py``
-     (``CELERY_LOADER=default``, ``CELERY_CONFIG_MODULE``) into every app the suite makes, even
-     the ``celery worker`` subprocess of ``test_worker.py``. ``--install`` additionally calls
-     ``taskapp.sqs.install(app)`` on the suite's fixture apps (``celery_suite_support.plugin``).
+     moto through ``AWS_ENDPOINT_URL``). The extension is applied without editing the suite:
+     ``celery_suite_support.plugin`` calls ``taskapp.sqs.install(app)`` on every app the suite's
+     fixtures make (the session worker's and each test's), and Celery's default loader reads
+     ``celery_suite_support/config.py`` (``CELERY_LOADER=default``, ``CELERY_CONFIG_MODULE``)
+     into every app, so the two that no fixture makes (``Celery(broker=TEST_BROKER)`` and the
+     ``celery worker`` subprocess of ``test_worker.py``) get the extension's transport too.
+     ``--transport-only``: the transport and options alone, no ``install`` (the issue's "today").
    * **redis**: the suite as Celery's CI runs it, broker ``redis://127.0.0.1:6379/<db>``.
 
    Results go to Redis db ``--redis-db`` (9) in both runs, and the suite's own Redis keys too
    (the plugin points its ``get_redis_connection`` there); only that db is flushed, before
-   each group. ``test_worker.py`` starts a worker against ``amqp://foobar:1234`` that must fail
-   to connect: ``HOSTALIASES`` maps ``foobar`` to localhost so no name leaves the machine.
+   each group (two runs at once need two dbs). ``test_worker.py`` starts a worker against
+   ``amqp://foobar:1234`` that must fail to connect: ``HOSTALIASES`` maps ``foobar`` to
+   localhost so no name leaves the machine.
 
    Printed: passed/failed/skipped per file and broker, each test that passes on Redis and not on
-   SQS with its error line, and the wall time per file. Exit 1 when there is such a test
-   (``--no-fail``: exit 0).
+   SQS with its error line, and the wall time per file; every outcome is saved in the run's
+   ``results.json``, which ``--load`` reports with a later run (``--brokers sqs --load
+   <a Redis run's results.json>`` compares without running Redis again). Exit 1 when a test
+   passes on Redis and not on SQS (``--no-fail``: exit 0).
 
 2. **Remote control** (``--ping N``, 0 to skip): one ``celery worker`` (solo pool) on a fresh
    moto, then ``N`` times ``app.control.inspect(destination=[worker], timeout=1).ping()`` from a
@@ -359,12 +365,17 @@ def report(runs: dict[tuple[str, str], Run], files: list[str], brokers: list[str
     for name in files:
         cells = []
         for b in brokers:
-            c = runs[name, b].counts()
-            totals[b].update(c)
-            cells.append(cell(c, runs[name, b].seconds))
+            run = runs.get((name, b))
+            if run is None:
+                cells.append("-")
+                continue
+            totals[b].update(run.counts())
+            cells.append(cell(run.counts(), run.seconds))
         print(f"test_{name + '.py':13}" + "".join(f"{x:>30}" for x in cells))
     print(f"{'all':18}" + "".join(f"{cell(totals[b], None):>30}" for b in brokers))
     if "sqs" not in brokers or "redis" not in brokers:
+        return 0
+    if any((name, "redis") not in runs or (name, "sqs") not in runs for name in files):
         return 0
     regressions = [
         (nodeid, outcome)
@@ -377,6 +388,27 @@ def report(runs: dict[tuple[str, str], Run], files: list[str], brokers: list[str
     for nodeid, outcome in regressions:
         print(f"  {nodeid}\n      {outcome.state}: {outcome.error[:300]}")
     return 1 if regressions else 0
+
+
+def save(runs: dict[tuple[str, str], Run], path: Path) -> None:
+    """Every test's outcome per file and broker, for ``--load`` and ``--baseline``."""
+    data: dict[str, Any] = defaultdict(dict)
+    for (name, broker), run in runs.items():
+        data[broker][name] = {
+            "seconds": round(run.seconds, 1),
+            "tests": {n: [o.state, o.error] for n, o in run.tests.items()},
+        }
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def load(path: Path, runs: dict[tuple[str, str], Run], brokers: list[str]) -> list[str]:
+    """Add the runs saved in ``path`` (a results.json) to ``runs``; the brokers, in order."""
+    for broker, files in json.loads(path.read_text()).items():
+        for name, saved in files.items():
+            tests = {n: Outcome(state, error) for n, (state, error) in saved["tests"].items()}
+            runs[name, broker] = Run(tests, saved["seconds"])
+        brokers = brokers if broker in brokers else [*brokers, broker]
+    return brokers
 
 
 def cell(c: Counter[str], seconds: float | None) -> str:
@@ -401,6 +433,13 @@ def main() -> int:
         action="store_true",
         help="taskapp's transport without taskapp.sqs.install (the issue's 'today' column)",
     )
+    parser.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        type=Path,
+        help="results.json of an earlier run (e.g. the Redis baseline): reported with this one",
+    )
     parser.add_argument("--no-fail", action="store_true")
     parser.add_argument("--pytest-args", default="", help="e.g. '-k test_ping -p no:rerunfailures'")
     args = parser.parse_args()
@@ -414,12 +453,15 @@ def main() -> int:
     print(f"celery {CELERY_VERSION} t/integration, logs in {logs}", flush=True)
     with tempfile.TemporaryDirectory(prefix="celery-suite-") as tmp:
         env = base_env(args, Path(tmp))
-        runs = {}
+        runs: dict[tuple[str, str], Run] = {}
         for name in files:
             for broker in brokers:
                 runs[name, broker] = run_file(
                     python, name, broker, broker_env(broker, args, env), args, logs
                 )
+        save(runs, logs / "results.json")
+        for path in args.load:
+            brokers = load(path, runs, brokers)
         status = report(runs, files, brokers) if files else 0
         if args.ping:
             ping_bench(args, env, python, logs)
