@@ -265,13 +265,19 @@ def run_file(
     env: dict[str, str],
     args: argparse.Namespace,
     logs: Path,
+    keep: set[str] | None = None,
 ) -> Run:
+    """Run ``test_<name>.py`` on ``broker``, group by group (only the tests in ``keep`` if set)."""
     run = Run()
     started = time.monotonic()
     groups = collect(python, name, env) if args.per == "class" else None
     if groups is None:
         groups = {"(file)": [f"t/integration/test_{name}.py"]}
+    if keep is not None:
+        groups = {g: [i for i in ids if i in keep] for g, ids in groups.items()}
     for group, ids in groups.items():
+        if not ids:
+            continue
         flush_redis(args.redis_db)
         local_aws = LocalAWS().start() if broker == "sqs" else None
         try:
@@ -440,6 +446,11 @@ def main() -> int:
         type=Path,
         help="results.json of an earlier run (e.g. the Redis baseline): reported with this one",
     )
+    parser.add_argument(
+        "--only-passed-on-redis",
+        action="store_true",
+        help="run only the tests that passed in the Redis run given with --load (CI)",
+    )
     parser.add_argument("--no-fail", action="store_true")
     parser.add_argument("--pytest-args", default="", help="e.g. '-k test_ping -p no:rerunfailures'")
     args = parser.parse_args()
@@ -453,15 +464,25 @@ def main() -> int:
     print(f"celery {CELERY_VERSION} t/integration, logs in {logs}", flush=True)
     with tempfile.TemporaryDirectory(prefix="celery-suite-") as tmp:
         env = base_env(args, Path(tmp))
+        loaded: dict[tuple[str, str], Run] = {}
+        shown = list(brokers)
+        for path in args.load:
+            shown = load(path, loaded, shown)
+        keep = None
+        if args.only_passed_on_redis:
+            keep = {
+                n for (_, b), r in loaded.items() if b == "redis"
+                for n, o in r.tests.items() if o.state == "passed"
+            }  # fmt: skip
         runs: dict[tuple[str, str], Run] = {}
         for name in files:
             for broker in brokers:
                 runs[name, broker] = run_file(
-                    python, name, broker, broker_env(broker, args, env), args, logs
+                    python, name, broker, broker_env(broker, args, env), args, logs, keep
                 )
         save(runs, logs / "results.json")
-        for path in args.load:
-            brokers = load(path, runs, brokers)
+        runs = {**loaded, **runs}
+        brokers = shown
         status = report(runs, files, brokers) if files else 0
         if args.ping:
             ping_bench(args, env, python, logs)
