@@ -3,11 +3,14 @@ and the application's own tools (taskapp re-exports it as ``taskapp.aws.sqs``).
 
 One answer each to "is this error a missing queue?" (by botocore error code, never by
 matching message text), "how deep is this queue?" and "what sits at the front of this DLQ?",
-and SQS's size limits.
+and SQS's size limits. A queue listing is kept per process for ``LISTING_TTL`` seconds, so the
+channels a worker opens (and its start-up check) list a prefix once, not once each
+(:mod:`taskapp.sqs.queue_cache`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,8 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "QUEUE_MISSING_CODES",
     "QueueDepth",
+    "forget_queue_url",
+    "listed_queue_urls",
     "oldest_sent_age",
     "peek",
     "queue_depth",
@@ -37,6 +42,8 @@ MAX_MESSAGE_BYTES = 1_048_576
 QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 #: Queue URLs per ListQueues page (SQS's largest).
 LIST_PAGE = 1000
+#: Seconds a listing of a prefix's queues answers later lookups of the same process.
+LISTING_TTL = 300.0
 #: The three approximate counts of GetQueueAttributes, in :class:`QueueDepth`'s field order.
 DEPTH_ATTRIBUTES = (
     "ApproximateNumberOfMessages",
@@ -100,6 +107,7 @@ def queue_urls(sqs: Any, prefix: str) -> dict[str, str]:
     """URL of every queue whose name starts with ``prefix``, by name (one ListQueues a page).
 
     Empty if listing is denied (no ``sqs:ListQueues``): callers then ask GetQueueUrl per name.
+    The answer is kept for :func:`listed_queue_urls`.
     """
     urls: dict[str, str] = {}
     request: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": LIST_PAGE}
@@ -108,10 +116,43 @@ def queue_urls(sqs: Any, prefix: str) -> dict[str, str]:
             page = sqs.list_queues(**request)
             urls.update((url.rsplit("/", 1)[-1], url) for url in page.get("QueueUrls", []))
             if not page.get("NextToken"):
-                return urls
+                break
             request["NextToken"] = page["NextToken"]
     except ClientError:
         return urls
+    _listings[_listing_key(sqs, prefix)] = (time.monotonic(), urls)
+    return dict(urls)
+
+
+def listed_queue_urls(sqs: Any, prefix: str) -> dict[str, str]:
+    """:func:`queue_urls`, answered from this process's listing of the same prefix on the same
+    endpoint, region and access key if one is younger than ``LISTING_TTL`` seconds."""
+    kept = _listings.get(_listing_key(sqs, prefix))
+    if kept is not None and time.monotonic() - kept[0] < LISTING_TTL:
+        return dict(kept[1])
+    return queue_urls(sqs, prefix)
+
+
+def forget_queue_url(name: str) -> None:
+    """Drop queue ``name`` (a deleted queue) from every kept listing."""
+    for _, urls in list(_listings.values()):
+        urls.pop(name, None)
+
+
+#: (endpoint, region, access key, prefix) -> (monotonic time of the listing, URLs by name).
+_listings: dict[tuple[str | None, ...], tuple[float, dict[str, str]]] = {}
+
+
+def _listing_key(sqs: Any, prefix: str) -> tuple[str | None, ...]:
+    # The account is in the credentials: another key may see other queues under the prefix.
+    credentials = getattr(getattr(sqs, "_request_signer", None), "_credentials", None)
+    meta = getattr(sqs, "meta", None)
+    return (
+        getattr(meta, "endpoint_url", None),
+        getattr(meta, "region_name", None),
+        getattr(credentials, "access_key", None),
+        prefix,
+    )
 
 
 def resolve_queue_urls(sqs: Any, prefix: str, names: list[str]) -> tuple[dict[str, str], list[str]]:

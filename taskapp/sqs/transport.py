@@ -9,6 +9,9 @@ the first base searched to the last:
   (:mod:`taskapp.sqs.sampling`), so Flower, ``celery events``, ``inspect`` and ``control`` work.
 * :class:`taskapp.sqs.kombu_fixes.KombuFixes`: kombu defects worked around (queue-URL cache,
   a closed channel's late poll).
+* :class:`taskapp.sqs.queue_cache.SharedQueueCache`: start-up calls (one queue listing per
+  process, declares without a GetQueueAttributes).
+* :class:`taskapp.sqs.receives.FullReceives`: a busy worker's receives ask for 10 messages.
 * :class:`taskapp.sqs.outages.ReceiveOutages`: a failed receive (refused, reset, timed out,
   throttled, 5xx, unparsable) backs off and is retried instead of stopping the worker.
 * :class:`taskapp.sqs.delivery.Channel`: work-queue delivery (redelivery flag, long-delay hops,
@@ -24,13 +27,22 @@ from taskapp.sqs import delivery
 from taskapp.sqs.kombu_fixes import KombuFixes
 from taskapp.sqs.monitoring import MonitoringChannel
 from taskapp.sqs.outages import ReceiveOutages
+from taskapp.sqs.queue_cache import SharedQueueCache
+from taskapp.sqs.receives import FullReceives
 
 __all__ = ["Channel", "Transport"]
 
 
-class Channel(MonitoringChannel, KombuFixes, ReceiveOutages, delivery.Channel):
-    """taskapp's SQS channel: monitoring over SNS, kombu fixes, outage-proof receives, reliable
-    work-queue delivery."""
+class Channel(
+    MonitoringChannel,
+    KombuFixes,
+    SharedQueueCache,
+    FullReceives,
+    ReceiveOutages,
+    delivery.Channel,
+):
+    """taskapp's SQS channel: monitoring over SNS, kombu fixes, fewer start-up calls, full
+    receives, outage-proof receives, reliable work-queue delivery."""
 
 
 class Transport(SQS.Transport):
