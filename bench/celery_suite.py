@@ -275,6 +275,8 @@ def run_file(
         groups = {"(file)": [f"t/integration/test_{name}.py"]}
     if keep is not None:
         groups = {g: [i for i in ids if i in keep] for g, ids in groups.items()}
+    if args.groups:
+        groups = {g: ids for g, ids in groups.items() if g in args.groups.split(",")}
     for group, ids in groups.items():
         if not ids:
             continue
@@ -451,6 +453,7 @@ def main() -> int:
         action="store_true",
         help="run only the tests that passed in the Redis run given with --load (CI)",
     )
+    parser.add_argument("--groups", default="", help="only these test classes ('(functions)')")
     parser.add_argument("--no-fail", action="store_true")
     parser.add_argument("--pytest-args", default="", help="e.g. '-k test_ping -p no:rerunfailures'")
     args = parser.parse_args()
