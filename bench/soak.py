@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -49,6 +50,7 @@ CYCLE = [
 ]
 RSS_GROWTH = 0.10  # at most, warm start to end
 TICK = 0.2
+SEND_CHUNK = 50  # tasks queued at most per tick of the producer loop
 SAMPLE = 5  # seconds between samples of the workers' RSS and pool children
 RESUME_CAP = 300  # seconds after a lift before a worker that has not resumed is given up on
 
@@ -284,42 +286,23 @@ class Soak:
 
     # -- the load and its faults ---------------------------------------------------------------
     def drive(self) -> None:
-        """Queue the load at an even rate; hold a fault every ``--every`` seconds."""
+        """Queue the load at an even rate for ``--minutes`` (as fast as moto takes it, if
+        slower); the faults run on a thread of their own, so a slow send never stretches one."""
         args, load = self.args, self.load
         duration = args.minutes * 60
         rate = args.tasks / duration
-        starts = [args.every / 2 + k * args.every for k in range(int(duration // args.every) + 1)]
-        starts = [s for s in starts if s + args.hold <= duration]
         self.held: list[Held] = []
-        active: Held | None = None
-        pulses: list[float] = []
         started = self.started = time.monotonic()
+        faults = threading.Thread(target=self._faults, args=(duration,), name="soak-faults")
+        faults.start()
         next_sample = next_print = 0.0
-        while (now := time.monotonic() - started) < duration or active or self._resuming():
-            due = min(args.tasks, int(rate * now) + 1)
-            if due > load.sent:
+        while (
+            (now := time.monotonic() - started) < duration or faults.is_alive() or self._resuming()
+        ):
+            due = min(args.tasks, int(rate * now) + 1, load.sent + SEND_CHUNK)
+            if due > load.sent and now < duration:
                 kinds = Counter(CYCLE[j % len(CYCLE)] for j in range(load.sent, due))
                 load.send(kinds["noop"], kinds["email"], kinds["image"], kinds["report"], 0.02)
-            if active is None and starts and now >= starts[0]:
-                starts.pop(0)
-                fault = self.faults[len(self.held) % len(self.faults)]
-                active = Held(fault.name, now)
-                self.held.append(active)
-                fault.begin()
-                pulses = [now + args.hold / 3, now + 2 * args.hold / 3] if fault.pulse else []
-                print(f"[{now:7.1f}s] fault {fault.name} on", flush=True)
-            if active is not None:
-                fault = self.faults[(len(self.held) - 1) % len(self.faults)]
-                while pulses and now >= pulses[0] and fault.pulse:
-                    pulses.pop(0)
-                    fault.pulse()
-                if now >= active.began + args.hold:
-                    fault.end()
-                    active.lifted, active.offsets = now, self.workers.offsets()
-                    active.lifted_at = time.time()
-                    print(f"[{now:7.1f}s] fault {fault.name} off", flush=True)
-                    active.resumed = [None] * len(self.workers.procs)
-                    active = None
             self._watch_resumes(now)
             if now >= next_sample:
                 self.workers.sample()
@@ -329,6 +312,31 @@ class Soak:
                 next_print = now + 30
             time.sleep(TICK)
         self.figures["load_seconds"] = round(time.monotonic() - started, 1)
+        self.figures["planned"] = args.tasks
+
+    def _faults(self, duration: float) -> None:
+        """Hold the rotation's next fault every ``--every`` seconds, for ``--hold`` seconds."""
+        every, hold = self.args.every, self.args.hold
+        starts = [every / 2 + k * every for k in range(int(duration // every) + 1)]
+        for start in [s for s in starts if s + hold <= duration]:
+            fault = self.faults[len(self.held) % len(self.faults)]
+            self._sleep_until(start)
+            held = Held(fault.name, time.monotonic() - self.started)
+            fault.begin()
+            print(f"[{held.began:7.1f}s] fault {fault.name} on", flush=True)
+            for third in (1, 2) if fault.pulse else ():
+                self._sleep_until(start + hold * third / 3)
+                fault.pulse()  # type: ignore[misc]
+            self._sleep_until(start + hold)
+            fault.end()
+            held.offsets, held.lifted_at = self.workers.offsets(), time.time()
+            held.resumed = [None] * len(self.workers.procs)
+            held.lifted = time.monotonic() - self.started
+            self.held.append(held)
+            print(f"[{held.lifted:7.1f}s] fault {fault.name} off", flush=True)
+
+    def _sleep_until(self, at: float) -> None:
+        time.sleep(max(0.0, at - (time.monotonic() - self.started)))
 
     def _resuming(self) -> bool:
         """Whether the last fault was lifted and a worker has yet to resume (for up to
