@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import throughput
-from throughput import _PRODUCER_CONF, OUT, Moto, Reports, Result, environment, measure, stop_all
+from throughput import OUT, Moto, Reports, Result, environment, measure, stop_all
 
 
 class Variant(throughput.Taskapp):
@@ -38,8 +38,6 @@ class Variant(throughput.Taskapp):
         self.spans = OUT / "tracing-spans.jsonl"
 
     def setup(self) -> None:
-        from celery import Celery
-
         from config.settings import load_settings
         from taskapp import tracing
         from taskapp.app import app
@@ -48,18 +46,13 @@ class Variant(throughput.Taskapp):
         from taskapp.db import upgrade
         from taskapp.queues import app_specs
         from taskapp.sqs.admin.provision import provision
+        from tests.support.queues import prefixed_app
 
         settings = load_settings().model_copy(update={"queue_prefix": self.prefix})
         upgrade(settings.database_url.get_secret_value())
         ensure_bucket(client("s3", settings), settings.bucket)
         provision(client("sqs", settings), settings, app_specs(app))
-        producer = Celery(f"bench-{self.name}", set_as_current=False)
-        producer.conf.update({key: app.conf[key] for key in _PRODUCER_CONF})
-        producer.conf.broker_transport_options = {
-            **app.conf.broker_transport_options,
-            "queue_name_prefix": self.prefix,
-        }
-        self.app = producer
+        self.app = prefixed_app(app, self.prefix)
         if self.traced:
             tracing.install(tracing.JsonLinesExporter(str(self.spans)), set_global=False)
         else:

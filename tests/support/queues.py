@@ -26,8 +26,11 @@ _PRODUCER_CONF = (
 
 
 def prefixed_app(app: Any, prefix: str) -> Any:
-    """A producer with ``app``'s routing and serializers but its own queue prefix."""
+    """A producer with ``app``'s routing and serializers but its own queue prefix, and the SQS
+    extension installed as on ``app`` (its publish hooks act only on apps that install it)."""
     from celery import Celery
+
+    from taskapp import sqs
 
     other = Celery(f"producer-{prefix}", set_as_current=False)
     other.conf.update({key: app.conf[key] for key in _PRODUCER_CONF})
@@ -35,6 +38,7 @@ def prefixed_app(app: Any, prefix: str) -> Any:
         **app.conf.broker_transport_options,
         "queue_name_prefix": prefix,
     }
+    sqs.install(other)
     return other
 
 
