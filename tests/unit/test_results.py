@@ -151,10 +151,14 @@ def test_concurrent_claims_write_one_started_row_and_one_holder(database_url: st
 
 @contextmanager
 def _commits() -> Iterator[list[object]]:
+    """The commits this thread makes in the block (the runtime writer and the session worker
+    commit from threads of their own, whenever they are due)."""
     seen: list[object] = []
+    thread = threading.get_ident()
 
     def commit(conn: Any) -> None:
-        seen.append(conn)
+        if threading.get_ident() == thread:
+            seen.append(conn)
 
     event.listen(Engine, "commit", commit)
     try:
