@@ -25,8 +25,10 @@ assert celery  # imported for its side effect on sys.modules
 _APP_FIXTURES = ("celery_app", "celery_session_app")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    sys.path.append(str(config.rootpath))
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before t/integration/conftest.py is imported: it imports get_redis_connection by name.
+    sys.path.append(str(early_config.rootpath))
     from t.integration import tasks
 
     db = int(os.environ["CELERY_SUITE_REDIS_DB"])
@@ -38,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
         port = int(os.environ.get("REDIS_PORT", "6379"))
         return StrictRedis(host=host, port=port, db=db, socket_timeout=None)
 
-    # conftest.py and test_canvas.py import it by name from here, after this hook.
+    # conftest.py (and test_canvas.py through it) import it by name from here, after this hook.
     tasks.get_redis_connection = get_redis_connection
 
 
