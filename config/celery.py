@@ -94,7 +94,12 @@ task_routes = (route_task,)
 # message comes back after the visibility timeout.
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 4
+# Prefetch count = multiplier x concurrency. At 20 or more, every receive of a busy worker asks
+# SQS for 10 messages while 10 are still held (taskapp/sqs/receives.py): a drain of 300 no-op
+# tasks at -c 2 took 31 receives of 9.7 messages at multipliers 6 to 16, 39 of 7.7 at 4
+# (bench/sqs_requests.py). The cost: a busy worker holds 10-20 messages per 2 pool processes.
+# https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
+worker_prefetch_multiplier = 10
 worker_concurrency = settings.worker_concurrency
 task_time_limit = 300
 task_soft_time_limit = 270

@@ -158,6 +158,13 @@ def test_a_busy_channel_waits_until_a_full_receive_fits(
         assert receives == [BATCH]
 
 
+def test_taskapps_prefetch_fills_every_receive_of_a_busy_worker(app: Any) -> None:
+    # given taskapp's worker with the smallest pool issue 16's race uses (-c 2)
+    prefetch = app.conf.worker_prefetch_multiplier * 2
+    # then whatever it holds, it either waits or asks for 10 messages
+    assert {receive_size(prefetch, held) for held in range(prefetch + 1)} == {0, BATCH}
+
+
 @given(prefetch=st.integers(0, 200), held=st.integers(0, 250))
 def test_receive_sizes(prefetch: int, held: int) -> None:
     size = receive_size(prefetch, held)
