@@ -91,9 +91,11 @@ def test_reset_then_blackhole_mid_drain(drain: Drain, tmp_path: Path) -> None:
     _cell(drain, tmp_path, [(Mode.RESET, 10), (Mode.BLACKHOLE, 10)])
 
 
+@pytest.mark.faults  # over a minute with the 30 s fault (72 s here beside other load)
 def test_connections_refused_mid_drain(drain: Drain, tmp_path: Path) -> None:
     _cell(drain, tmp_path, [(Mode.REFUSE, OUTAGE)])
 
 
+@pytest.mark.faults  # over a minute with the 30 s fault (74 s here beside other load)
 def test_blackholed_mid_drain(drain: Drain, tmp_path: Path) -> None:
     _cell(drain, tmp_path, [(Mode.BLACKHOLE, OUTAGE)])
