@@ -78,6 +78,14 @@ SUPPORT = Path(__file__).resolve().parent  # celery_suite_support/ is imported f
 FILES = ("inspect", "worker", "tasks", "canvas")
 REDIS = ("127.0.0.1", 6379)
 QUEUE_PREFIX = "suite-"
+#: Tests that pass on Redis and cannot on the extension by design: not a failure of the run.
+KNOWN = {
+    "t/integration/test_inspect.py::test_Inspect::test_scheduled": (
+        "the extension turns a countdown/ETA into SQS DelaySeconds, so the message waits in SQS, "
+        "invisible, and no worker holds it as scheduled (which is what lets a countdown outlive "
+        "the visibility timeout)"
+    ),
+}
 #: Celery's fixtures are a plugin that pytest-celery registers in Celery's CI (the suite's
 #: conftest imports only three of them); ours comes after.
 PLUGINS = ("-p", "celery.contrib.pytest", "-p", "celery_suite_support.plugin", "-p",
@@ -394,8 +402,11 @@ def report(runs: dict[tuple[str, str], Run], files: list[str], brokers: list[str
     ]
     print(f"\npassed on Redis, not on SQS: {len(regressions)}")
     for nodeid, outcome in regressions:
-        print(f"  {nodeid}\n      {outcome.state}: {outcome.error[:300]}")
-    return 1 if regressions else 0
+        known = KNOWN.get(nodeid)
+        print(f"  {nodeid}\n      {outcome.state}: {outcome.error.splitlines()[0][:300]}")
+        if known:
+            print(f"      known, by design: {known}")
+    return 1 if any(nodeid not in KNOWN for nodeid, _ in regressions) else 0
 
 
 def save(runs: dict[tuple[str, str], Run], path: Path) -> None:
