@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
@@ -28,6 +29,9 @@ FAMILY_PACKAGES = [
 
 #: Seconds a running key's lease outlives the task's hard time limit (its cap).
 LEASE_GRACE = 5
+#: Seconds a finished run keeps trying to record its key done while the database is unreachable
+#: (at most: it stops before the task's hard time limit).
+COMPLETION_PATIENCE = 60
 
 
 #: ``apply_async`` options that travel as message headers (producers that only know a task's
@@ -170,6 +174,7 @@ class TaskappTask(_TaskBase):
         from taskapp import idempotency
         from taskapp.db import engine
 
+        began = time.monotonic()
         key, eng, attempt = self.idempotency_key(kwargs), engine(), self.request.retries or 0
         # One transaction for the claim and STARTED, one for the completion and SUCCESS
         # (taskapp/results.py), when this request's result is stored on our database.
@@ -212,12 +217,49 @@ class TaskappTask(_TaskBase):
         succeeded = None
         if store is not None and not self.request.callbacks and not self.request.chain:
             succeeded = store.succeeded(self.request, result)
-        if not idempotency.complete(eng, key, result, claim.owner, also=succeeded):
+        if not self._record_done(eng, key, result, claim.owner, succeeded, began):
             # Our lease ran out mid-run and another delivery took the key over: it runs too.
             logger.warning(
                 "%s outlived its idempotency lease; key=%s was taken over", self.name, key
             )
         return result
+
+    def _record_done(
+        self, eng: Any, key: str, result: Any, owner: str | None, also: Any, began: float
+    ) -> bool:
+        """Record the key done; while the database cannot be reached, try again with backoff.
+
+        The work is done: giving up now would leave the claim to expire and the task to run
+        again when its message comes back. The run stays active meanwhile, so the heartbeat
+        keeps its message invisible. The tries end ``COMPLETION_PATIENCE`` seconds after the
+        first failure, or shortly (``LEASE_GRACE`` seconds, at most a fifth of the limit) before
+        the task's time limit (the soft one interrupts the wait, the hard one kills the process
+        mid-write), whichever is first; then the error is the task's.
+        """
+        from taskapp import idempotency
+
+        conf = self.app.conf
+        limit = float(
+            self.soft_time_limit
+            or conf.task_soft_time_limit
+            or self.time_limit
+            or conf.task_time_limit
+            or 300
+        )
+        deadline, pause = None, 0.5
+        while True:
+            try:
+                return idempotency.complete(eng, key, result, owner, also=also)
+            except _database_unreachable() as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    margin = min(LEASE_GRACE, limit / 5)
+                    deadline = min(now + COMPLETION_PATIENCE, began + limit - margin)
+                if now + pause > deadline:
+                    raise
+                logger.warning("could not record %s done (%r); again in %.1f s", key, exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 8.0)
 
     @property
     def run_token(self) -> str | None:
