@@ -173,9 +173,31 @@ def engine(url: str | None = None) -> Engine:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # A pre-ping is one more round trip per checkout: worth it over a network, where a
         # server or proxy may have dropped the connection; a SQLite file has none to drop.
-        eng = _engines[url] = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        eng = _engines[url] = create_engine(
+            url, pool_pre_ping=not url.startswith("sqlite"), connect_args=_connect_args(url)
+        )
         tune_engine(eng)
     return eng
+
+
+#: libpq options for every PostgreSQL connection (https://www.postgresql.org/docs/current/
+#: libpq-connect.html#LIBPQ-PARAMKEYWORDS). Without them a connect to an unreachable host waits
+#: for the kernel's SYN retries (about 2 minutes), and a connection whose peer vanished mid-query
+#: (a failover, a dropped NAT entry) waits for TCP's retransmissions (about 15 minutes) while
+#: the worker's task holds its slot. Keepalives find a dead idle peer in 10 + 3 x 5 s;
+#: tcp_user_timeout ends a write no one acknowledges after 20 s.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,
+}
+
+
+def _connect_args(url: str) -> dict[str, int]:
+    return dict(POSTGRES_CONNECT_ARGS) if url.startswith("postgresql") else {}
 
 
 def _forget_pooled_connections() -> None:

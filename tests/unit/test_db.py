@@ -70,3 +70,14 @@ def test_the_result_engine_gets_the_same_sqlite_set_up(tmp_path: Path) -> None:
         ours = {name: conn.execute(text(f"PRAGMA {name}")).scalar() for name in pragmas}
     session.close()
     assert pragmas == ours == {"journal_mode": "wal", "busy_timeout": 30_000, "synchronous": 1}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgres_connections_time_out_and_probe_a_silent_peer(database_url: str) -> None:
+    # given the engine for a PostgreSQL URL
+    with engine(database_url).connect() as conn:
+        # then libpq holds the connect timeout, keepalives and the user timeout (a connection to
+        # a host that stops answering ends in seconds, not TCP's minutes)
+        params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+    assert (params["connect_timeout"], params["tcp_user_timeout"]) == ("5", "20000")
+    assert (params["keepalives_idle"], params["keepalives_count"]) == ("10", "3")
