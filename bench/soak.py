@@ -185,6 +185,26 @@ def _environment(tmp: Path, moto_url: str) -> None:
         os.environ.pop(var, None)
 
 
+def _longest_silence(log: Path) -> list[Any]:
+    """The longest time between two lines of a worker's log, and when it began: a worker whose
+    event loop is blocked logs nothing (no receive, no heartbeat, no result)."""
+    longest: list[Any] = [0.0, ""]
+    previous = None
+    with log.open("rb") as lines:
+        for line in lines:
+            if not line.startswith(b"[20"):
+                continue
+            stamp = line[1:24].decode(errors="replace")
+            try:
+                at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if previous is not None and at - previous[0] > longest[0]:
+                longest = [round(at - previous[0], 1), previous[1]]
+            previous = (at, stamp)
+    return longest
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -197,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=30, help="seconds each fault lasts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
+    parser.add_argument(
+        "--only", action="append", help="only faults whose name starts with this (repeatable)"
+    )
     parser.add_argument("--settle", type=float, default=900, help="most seconds to drain after")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="taskapp-soak-"))
@@ -260,7 +283,11 @@ class Soak:
                 "TASKAPP_TEST_INJECT_LOG": str(self.tmp / "injected.txt"),
             }
             self.load = MixedLoad(drain, s3, settings.bucket, server, db_url)
-            self.faults = rotation(drain.proxy, pg, smtp, server, flags)
+            self.faults = [
+                fault
+                for fault in rotation(drain.proxy, pg, smtp, server, flags)
+                if not self.args.only or fault.name.startswith(tuple(self.args.only))
+            ]
             logs = [self.tmp / f"worker{i}.log" for i in range(self.args.workers)]
             # -c after worker_process's own -c 1: the last one given wins (click)
             extra = ("-E", "-c", str(self.args.concurrency))
@@ -477,6 +504,7 @@ class Soak:
         figures["pool_children_replaced"] = workers.replaced_children()
         # Renewals SQS refused (a handle no longer valid): each tick renews every request the
         # worker still lists as reserved, so a request never marked ready is refused for good.
+        figures["longest_log_silence_s"] = [_longest_silence(log) for log in workers.logs]
         figures["heartbeat_refusals"] = [
             log.read_text(errors="replace").count("visibility heartbeat refused")
             for log in workers.logs
