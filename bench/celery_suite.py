@@ -376,7 +376,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 # -- the report -----------------------------------------------------------------------------------
 def report(runs: dict[tuple[str, str], Run], files: list[str], brokers: list[str]) -> int:
-    print("\nfile              " + "".join(f"{b:>30}" for b in brokers))
+    print("\nfile              " + "".join(f" {b:>32}" for b in brokers))
     totals = {b: Counter[str]() for b in brokers}
     for name in files:
         cells = []
@@ -387,8 +387,8 @@ def report(runs: dict[tuple[str, str], Run], files: list[str], brokers: list[str
                 continue
             totals[b].update(run.counts())
             cells.append(cell(run.counts(), run.seconds))
-        print(f"test_{name + '.py':13}" + "".join(f"{x:>30}" for x in cells))
-    print(f"{'all':18}" + "".join(f"{cell(totals[b], None):>30}" for b in brokers))
+        print(f"test_{name + '.py':13}" + "".join(f" {x:>32}" for x in cells))
+    print(f"{'all':18}" + "".join(f" {cell(totals[b], None):>32}" for b in brokers))
     if "sqs" not in brokers or "redis" not in brokers:
         return 0
     if any((name, "redis") not in runs or (name, "sqs") not in runs for name in files):
