@@ -81,9 +81,11 @@ def test_events_are_dropped_not_retried_or_kept_while_sns_fails(app: Any) -> Non
         sns = conn.default_channel.fanout.get_client()
         sns.meta.events.register("before-send.sns.Publish", fail)
         dispatcher = app.events.Dispatcher(conn, enabled=True)
-        # when a worker's events keep coming
+        outages = conn.default_channel.event_outages
+        # when a worker's events keep coming (queued for the channel's publisher thread)
         for _ in range(3):
             dispatcher.send("worker-heartbeat")
+        assert outages.flush(60)
         # then one publish was tried (with its client's attempts), the rest were dropped at once,
         # and none waits in Celery's in-memory buffer (flushed only on reconnect, never on SQS)
         attempts = len(calls)
@@ -91,7 +93,6 @@ def test_events_are_dropped_not_retried_or_kept_while_sns_fails(app: Any) -> Non
         assert not dispatcher._outbound_buffer
         # and once SNS answers, the next try after the backoff goes out
         sns.meta.events.unregister("before-send.sns.Publish", fail)
-        outages = conn.default_channel.event_outages
         wait_for(
             lambda: dispatcher.send("worker-heartbeat") or outages.failures == 0,
             "an event to go out again",
