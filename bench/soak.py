@@ -420,8 +420,11 @@ class Soak:
         queued = self.figures["queued_at_end"]
         missing = [n for n in load.names() if not ran.get(n) and n not in dead]
         lost = missing if queued == 0 else []
-        self.check(not twice, f"effects more than once: {dict(list(twice.items())[:20])}")
-        self.check(not lost, f"lost (neither ran, nor dead, nor queued): {lost[:20]}")
+        ids = load.task_ids  # to find them in the workers' logs
+        twice_ids = {name: (n, ids.get(name)) for name, n in list(twice.items())[:20]}
+        self.check(not twice, f"effects more than once (count, task id): {twice_ids}")
+        lost_ids = {name: ids.get(name) for name in lost[:20]}
+        self.check(not lost, f"lost (neither ran, nor dead, nor queued; task id): {lost_ids}")
         self.check(not ours, f"ran and dead-lettered by the worker: {ours}")
         adds_up = len(done) + len(twice) + len(only_dead) + len(missing) == load.sent
         self.check(adds_up and len(missing) <= queued, "the counts do not add up")

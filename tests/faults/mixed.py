@@ -66,6 +66,7 @@ class MixedLoad:
     emails: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # source keys
     digests: dict[str, str] = field(default_factory=dict)  # source key: its SHA-256
+    task_ids: dict[str, str] = field(default_factory=dict)  # no-op tag or recipient: task id
     reports: list[str] = field(default_factory=list)  # task ids
 
     # -- queueing ----------------------------------------------------------------------------
@@ -76,15 +77,17 @@ class MixedLoad:
         producer = self.drain.producer
         for _ in range(noops):
             tag = f"{self.run}-n{len(self.noops)}"
-            producer.send_task("tests.record", args=[tag], kwargs={"sleep": sleep})
+            sent = producer.send_task("tests.record", args=[tag], kwargs={"sleep": sleep})
+            self.task_ids[tag] = sent.id
             self.noops.append(tag)
         for _ in range(emails):
             to = f"{self.run}-e{len(self.emails)}@example.com"
-            producer.send_task(
+            sent = producer.send_task(
                 "email.send",
                 args=[to, "fault cell"],
                 kwargs={"body": "hello", "idempotency_key": f"{self.run}:{to}"},
             )
+            self.task_ids[to] = sent.id
             self.emails.append(to)
         for _ in range(images):
             # A distinct picture per task, so each has a variant set of its own.
