@@ -94,6 +94,17 @@ def fail_first_attempt(self: Any, tag: str, countdown: float) -> int:
     return attempt
 
 
+@app.task(name="tests.database_blip", bind=True, soft_time_limit=5, time_limit=10)
+def database_blip(self: Any, tag: str) -> int:
+    """Fail the first execution as an unreachable database does (it comes back later), then
+    record one execution of ``tag``."""
+    from sqlalchemy.exc import OperationalError
+
+    if record_effect(f"{tag}:tries", self.request.id) == 1:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError(111, "refused"))
+    return record_effect(tag, self.request.id)
+
+
 @app.task(
     name="tests.fail_permanently",
     bind=True,

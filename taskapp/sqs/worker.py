@@ -146,6 +146,9 @@ class Request(celery_request.Request):
         if not isinstance(exc, NOT_DEAD_LETTERS) and self.task.acks_late:
             known = verdicts(self.app)
             if unavailable(exc, known.unavailable) and self._wait_for_database(exc):
+                # What Celery's on_failure does first: the request leaves the worker's
+                # reserved and active sets (else the heartbeat renews its message for ever).
+                worker_state.task_ready(self)
                 return None
             letter = DeadLetter.from_exception(
                 classify(exc, known),
@@ -158,6 +161,7 @@ class Request(celery_request.Request):
             if not dead_letter_message(self._message, letter):
                 # Leave the message to SQS (redelivery, then its RedrivePolicy) rather than ack.
                 self.reject(requeue=False)
+                worker_state.task_ready(self)
                 return None
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok

@@ -21,7 +21,14 @@ from config.settings import Settings
 from taskapp.sqs.deadletter import read_reason
 from tests.support.queues import drain, queue_url
 from tests.support.waiting import result_or_whereabouts, wait_for
-from tests.tasks import effect_times, fail_first_attempt, fail_permanently, flaky, record
+from tests.tasks import (
+    database_blip,
+    effect_times,
+    fail_first_attempt,
+    fail_permanently,
+    flaky,
+    record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -304,6 +311,23 @@ def test_a_second_delivery_of_an_attempt_that_already_retried_is_dropped(worker:
     assert result_or_whereabouts(result, timeout=30, interval=0.1) == 1
     assert len(effect_times(f"{tag}:0")) == 1
     assert len(effect_times(f"{tag}:1")) == 1
+
+
+def test_a_task_that_waited_for_the_database_leaves_the_workers_held_requests(
+    worker: Any,
+) -> None:
+    tag = _tag()
+    # given a task whose first run finds the database unreachable (it is sent to come back)
+    result = database_blip.delay(tag)
+    # then it runs when it comes back
+    wait_for(lambda: effect_times(tag), "the run after the wait", timeout=30)
+    # and neither of its requests stays held by the worker, whose heartbeat would renew the
+    # message (deleted when it was sent back) and the run's claim for the worker's life
+
+    def held() -> list[Any]:
+        return [r for r in list(worker_state.reserved_requests) if r.id == result.id]
+
+    wait_for(lambda: not held(), "the worker to let go of the requests", timeout=10)
 
 
 def test_caller_idempotency_key_dedupes_different_task_ids(worker: Any) -> None:
