@@ -227,15 +227,10 @@ class TaskappTask(_TaskBase):
     def _record_done(
         self, eng: Any, key: str, result: Any, owner: str | None, also: Any, began: float
     ) -> bool:
-        """Record the key done; while the database cannot be reached, try again with backoff.
-
-        The work is done: giving up now would leave the claim to expire and the task to run
-        again when its message comes back. The run stays active meanwhile, so the heartbeat
-        keeps its message invisible. The tries end ``COMPLETION_PATIENCE`` seconds after the
-        first failure, or shortly (``LEASE_GRACE`` seconds, at most a fifth of the limit) before
-        the task's time limit (the soft one interrupts the wait, the hard one kills the process
-        mid-write), whichever is first; then the error is the task's.
-        """
+        """Record the key done, patiently while the database is unreachable (the run stays
+        active meanwhile, so the heartbeat keeps its message invisible): for
+        ``COMPLETION_PATIENCE`` seconds at most, and never into the task's time limit (the soft
+        one would interrupt the wait, the hard one kill the process mid-write)."""
         from taskapp import idempotency
 
         conf = self.app.conf
@@ -246,20 +241,9 @@ class TaskappTask(_TaskBase):
             or conf.task_time_limit
             or 300
         )
-        deadline, pause = None, 0.5
-        while True:
-            try:
-                return idempotency.complete(eng, key, result, owner, also=also)
-            except _database_unreachable() as exc:
-                now = time.monotonic()
-                if deadline is None:
-                    margin = min(LEASE_GRACE, limit / 5)
-                    deadline = min(now + COMPLETION_PATIENCE, began + limit - margin)
-                if now + pause > deadline:
-                    raise
-                logger.warning("could not record %s done (%r); again in %.1f s", key, exc, pause)
-                time.sleep(pause)
-                pause = min(pause * 2, 8.0)
+        left = began + limit - min(LEASE_GRACE, limit / 5) - time.monotonic()
+        patience = max(0.0, min(COMPLETION_PATIENCE, left))
+        return idempotency.complete_patiently(eng, key, result, owner, also, patience)
 
     @property
     def run_token(self) -> str | None:
@@ -393,10 +377,9 @@ def _already_done(task: str, key: str) -> bool:
 
 def _database_unreachable() -> tuple[type[BaseException], ...]:
     """What our database raises when it cannot be reached (SQLAlchemy wraps the driver's)."""
-    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    from taskapp.idempotency import UNREACHABLE
 
-    return (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+    return UNREACHABLE
 
 
 @signals.worker_init.connect

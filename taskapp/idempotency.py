@@ -50,7 +50,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from taskapp.db import metadata
 from taskapp.errors import PermanentError
@@ -67,6 +68,8 @@ __all__ = [
     "renew",
     "release_runs",
     "complete",
+    "complete_patiently",
+    "UNREACHABLE",
     "release",
     "reopen",
     "is_done",
@@ -286,6 +289,43 @@ def complete(
     return bool(done)
 
 
+#: What the database raises when it cannot be reached (SQLAlchemy wraps the driver's error).
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+)
+
+
+def complete_patiently(
+    engine: Engine,
+    key: str,
+    result: Any,
+    owner: str | None = None,
+    also: Also = None,
+    patience: float = 60.0,
+) -> bool:
+    """``complete``, tried again while the database is unreachable, for ``patience`` seconds.
+
+    The work is done: giving up at the first refused write would leave the claim to expire and
+    the work to run again when its message comes back. Pauses start at 0.5 s and double up to
+    8 s; after ``patience`` seconds from the first failure the error is raised.
+    """
+    deadline, pause = None, 0.5
+    while True:
+        try:
+            return complete(engine, key, result, owner, also=also)
+        except UNREACHABLE as exc:
+            now = time.monotonic()
+            deadline = now + patience if deadline is None else deadline
+            if now + pause > deadline:
+                raise
+            logger.warning("could not record %s done (%r); again in %.1f s", key, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
+
+
 def release(
     engine: Engine, key: str, owner: str | None = None, next_attempt: int | None = None
 ) -> None:
@@ -360,8 +400,10 @@ def held(
 
     A done key yields ``done=True`` with the stored result (the block must not redo the work);
     a live lease raises ``KeyBusy``. An exception, or leaving ``result`` unset, releases the
-    claim. If recording fails after the work is done, the claim stays and blocks duplicates for
-    its lease: failing now would only invite a repeat. ``owner`` is as for ``claim``.
+    claim. Recording the work done is tried again while the database is unreachable, for half
+    the lease (while the claim still blocks duplicates); if it still fails, the claim stays and
+    blocks duplicates for its lease: failing now would only invite a repeat. ``owner`` is as for
+    ``claim``.
     """
     current = claim(engine, key, task_name, lease_seconds, owner)
     if current.done:
@@ -379,10 +421,13 @@ def held(
         _release_quietly(engine, key, current.owner)
         return
     try:
-        if not complete(engine, key, state.result, current.owner):
+        recorded = complete_patiently(
+            engine, key, state.result, current.owner, patience=min(60.0, lease_seconds / 2)
+        )
+        if not recorded:
             logger.warning("idempotency key=%s was taken over before it was recorded", key)
-    except OperationalError as exc:
-        logger.warning("idempotency key=%s could not be recorded: %s", key, exc.orig)
+    except UNREACHABLE as exc:
+        logger.warning("idempotency key=%s could not be recorded: %r", key, exc)
 
 
 def _release_quietly(engine: Engine, key: str, owner: str | None) -> None:

@@ -237,3 +237,28 @@ def test_a_lost_run_keeps_the_keys_attempt_floor(database_url: str) -> None:
     assert idempotency.release_runs(eng, {"m" * 32}) == 1
     assert idempotency.claim(eng, "k8", "t", 60, attempt=0).superseded
     assert idempotency.claim(eng, "k8", "t", 60, attempt=1).acquired
+
+
+def test_held_records_the_work_once_the_database_answers_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    eng = engine(database_url)
+    real, tries, pauses = idempotency.complete, [], []
+
+    def complete(*args: Any, **kwargs: Any) -> bool:
+        tries.append(1)
+        if len(tries) <= 2:
+            raise OperationalError("UPDATE", {}, ConnectionRefusedError(111))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(idempotency, "complete", complete)
+    monkeypatch.setattr(idempotency.time, "sleep", pauses.append)
+    # given the work was done while the database refused the first two writes of its record
+    with idempotency.held(eng, "k9", "email.send", 60) as claim:
+        claim.result = {"message_id": "m1"}
+    # then the third write recorded it: a duplicate gets the stored result instead of a rerun
+    assert pauses == [0.5, 1.0]
+    with idempotency.held(eng, "k9", "email.send", 60) as again:
+        assert (again.done, again.result) == (True, {"message_id": "m1"})
