@@ -14,8 +14,9 @@ extension, next to the same suite on a Redis broker; and the remote-control roun
    that wedges the worker costs that class only. Each group is bounded by ``--group-timeout``;
    a test that never reported counts as failed (``not run``).
 
-   * **sqs**: a fresh moto server on 127.0.0.1 per group; the broker is ``sqs://`` (boto3 finds
-     moto through ``AWS_ENDPOINT_URL``). The extension is applied without editing the suite:
+   * **sqs**: a fresh (reset) moto server on 127.0.0.1 per group; the broker is ``sqs://``
+     (boto3 finds moto through ``AWS_ENDPOINT_URL``). The extension is applied without editing
+     the suite:
      ``celery_suite_support.plugin`` calls ``taskapp.sqs.install(app)`` on every app the suite's
      fixtures make (the session worker's and each test's), and Celery's default loader reads
      ``celery_suite_support/config.py`` (``CELERY_LOADER=default``, ``CELERY_CONFIG_MODULE``)
@@ -57,6 +58,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +200,16 @@ def collect(python: list[str], name: str, env: dict[str, str]) -> dict[str, list
     return dict(groups)
 
 
+def fresh_aws() -> LocalAWS:
+    """A moto server with nothing in it. moto keeps its state per process, not per server: a new
+    server here would still hold the previous group's queues, topics and unconsumed messages
+    (its session worker's ping then waited behind them), so it is reset."""
+    local_aws = LocalAWS().start()
+    request = urllib.request.Request(f"{local_aws.endpoint_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=30).close()
+    return local_aws
+
+
 def flush_redis(db: int) -> None:
     import redis
 
@@ -289,7 +301,7 @@ def run_file(
         if not ids:
             continue
         flush_redis(args.redis_db)
-        local_aws = LocalAWS().start() if broker == "sqs" else None
+        local_aws = fresh_aws() if broker == "sqs" else None
         try:
             group_env = dict(env)
             if local_aws is not None:
@@ -317,7 +329,7 @@ def ping_bench(
 ) -> None:
     from celery import Celery
 
-    local_aws = LocalAWS().start()
+    local_aws = fresh_aws()
     env = broker_env("sqs", args, env)
     local_aws.export(env)
     node = "ping@celery-suite"
