@@ -326,3 +326,25 @@ def test_sweeper_removes_expired_queues_and_orphaned_subscriptions_only(
     assert not {dead_sub, gone_sub} & arns
     sns.unsubscribe(SubscriptionArn=live_sub)
     sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=live)["QueueUrl"])
+
+
+def test_a_second_purge_within_the_minute_empties_the_queue_too(
+    connection: Any, sqs: Any, settings: Settings
+) -> None:
+    # given a queue purged once (SQS then refuses PurgeQueue on it for 60 s)
+    name = f"purge{uuid.uuid4().hex[:6]}"
+    channel = connection.channel()
+    channel.queue_declare(name)
+    url = sqs.get_queue_url(QueueName=settings.queue_prefix + name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="first")
+    channel.queue_purge(name)
+    # when it holds 12 messages and is purged again within the minute
+    for n in range(12):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
+    purged = channel.queue_purge(name)
+    # then the purge succeeded and the queue is empty; and purging it again answers 0
+    assert purged == 12
+    assert not sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages")
+    assert channel.queue_purge(name) == 0
+    sqs.delete_queue(QueueUrl=url)
+    channel.close()
