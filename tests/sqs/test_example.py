@@ -6,9 +6,11 @@ is taken off ``sys.path``), as in a project that installed the taskapp-sqs distr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +108,24 @@ def test_example_app_gets_native_countdowns_and_dead_letters_with_reasons(
     _until(drained, "reminder's message was not deleted")
     assert log.read_text().count(done) == 1
     assert log.read_text().count(f"example.remind[{due.id}] received") == 1
+
+
+@pytest.mark.slow
+def test_flower_sees_the_example_worker_over_sns(example: Any) -> None:
+    module, _, _ = example
+    app = module.app
+    # given what Flower's dashboard reads: the worker's events, fanned out through SNS
+    seen: list[dict[str, Any]] = []
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"*": seen.append})
+
+        def heard() -> bool:
+            with contextlib.suppress(socket.timeout, TimeoutError):
+                receiver.capture(limit=1, timeout=2)
+            return any(e.get("type") == "worker-heartbeat" for e in seen)
+
+        # then the example worker's heartbeats arrive
+        _until(heard, "no worker-heartbeat event over SNS", timeout=60)
+    # and what Flower's worker page asks, remote control over SNS, gets the worker's answer
+    replies = app.control.inspect(timeout=5).ping() or {}
+    assert [answer for answer in replies.values() if answer == {"ok": "pong"}]
