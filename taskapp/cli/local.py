@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,24 +31,28 @@ def dev(var_dir: Path) -> None:
     from taskapp.local.stack import Stack
 
     stack = Stack(var_dir, flower=True)
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # kill, or the terminal closed
-        signal.signal(stop_signal, lambda *_: sys.exit(0))
+    # The signal only sets a flag: an exception raised wherever the main thread happens to be
+    # (KeyboardInterrupt, or SystemExit from a handler) could leave a lock held that the stop
+    # then waits on for ever; beside a CPU hog `taskapp dev` once never exited.
+    stopping = threading.Event()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C, kill, hang-up
+        signal.signal(stop_signal, lambda *_: stopping.set())
     try:
         stack.start()
-        for name, url in stack.urls.items():
-            console.print(f"{name:>12}: {url}")
-        console.print("Ctrl-C stops everything.")
-        while not stack.dead_roles():
-            time.sleep(0.5)
-        dead = ", ".join(r.name for r in stack.dead_roles())
-        console.print(f"[red]{dead} exited; see {stack.var_dir / 'log'}[/red]")
-    except KeyboardInterrupt:
-        pass
+        if not stopping.is_set():
+            for name, url in stack.urls.items():
+                console.print(f"{name:>12}: {url}")
+            console.print("Ctrl-C stops everything.")
+        while not stopping.wait(0.5):
+            if stack.dead_roles():
+                dead = ", ".join(r.name for r in stack.dead_roles())
+                console.print(f"[red]{dead} exited; see {stack.var_dir / 'log'}[/red]")
+                break
     finally:
         # A second Ctrl-C must not cut the stop short.
         for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(stop_signal, signal.SIG_IGN)
         console.print("stopping ...")
-        stopping = time.monotonic()
+        began = time.monotonic()
         stack.stop()
-        console.print(f"stopped in {time.monotonic() - stopping:.1f} s")
+        console.print(f"stopped in {time.monotonic() - began:.1f} s")

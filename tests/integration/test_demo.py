@@ -99,7 +99,12 @@ def test_dev_serves_flower_on_loopback_and_ctrl_c_stops_every_process(
         # when Ctrl-C (or SIGTERM) reaches it
         dev.send_signal(stop_signal)
         # then it exits within a bounded stop, and no process it started is left
-        assert dev.wait(timeout=STOP_BOUND) == 0
+        try:
+            code = dev.wait(timeout=STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            pytest.fail(f"taskapp dev hung in its stop; it printed: {dev.communicate()[0]!r}")
+        assert code == 0
         assert still_running(started, timeout=5) == []
         # and it said how long its own stop took (the figure bench/dev_stop.py checks)
         assert dev.stdout is not None
