@@ -108,8 +108,26 @@ def _with_setup(init: Any) -> Any:
         # Flower passes a copy of flower.urls.settings, taken before this call.
         kwargs.setdefault("template_loader", flower.urls.settings["template_loader"])
         init(self, options, *args, **kwargs)
+        wait_like_inspect(self.capp, float(self.options.inspect_timeout) / 1000)
 
     return __init__
+
+
+def wait_like_inspect(capp: Any, seconds: float) -> None:
+    """Flower's worker buttons (pool grow/shrink, rate and time limits, shutdown, ...) wait for
+    the worker's reply as long as its inspect calls do (``inspect_timeout``).
+
+    They call Celery's control commands without a timeout, so each waited Celery's default 1 s:
+    a reply over SNS and SQS that came later (a loaded worker) made Flower answer 403 "Unknown
+    reason" for a command the worker carried out.
+    """
+    broadcast = capp.control.broadcast
+
+    @functools.wraps(broadcast)
+    def patient(command: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        return broadcast(command, *args, timeout=seconds if timeout is None else timeout, **kwargs)
+
+    capp.control.broadcast = patient
 
 
 def _with_guard(start_http_server: Any, flower_app: Any) -> Any:

@@ -152,3 +152,21 @@ def test_flower_is_hooked_whichever_of_taskapp_and_flower_came_first() -> None:
     assert getattr(Flower, "taskapp_hooked", False)
     assert not hasattr(Flower.__init__.__wrapped__, "__wrapped__")
     assert not hasattr(Flower.start_http_server.__wrapped__, "__wrapped__")
+
+
+def test_flowers_worker_buttons_wait_for_the_reply_as_long_as_its_inspect() -> None:
+    from celery import Celery
+
+    from taskapp.flower_setup import wait_like_inspect
+
+    # given an app whose control broadcasts are recorded (as Flower's capp)
+    capp = Celery("buttons", broker="memory://", set_as_current=False)
+    timeouts: list[float] = []
+    capp.control.broadcast = lambda command, *args, **kwargs: timeouts.append(kwargs["timeout"])
+    # when Flower is set up with its 3 s inspect timeout and a button sends a command
+    wait_like_inspect(capp, 3.0)
+    capp.control.pool_shrink(n=1, reply=True, destination=["w@host"])
+    capp.control.rate_limit("tests.add", "20/m", reply=True, destination=["w@host"])
+    # then each waits 3 s for the worker's reply (Celery's default is 1 s); a given one stands
+    capp.control.broadcast("ping", reply=True, timeout=0.5)
+    assert timeouts == [3.0, 3.0, 0.5]
