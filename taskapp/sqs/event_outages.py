@@ -112,6 +112,11 @@ class EventOutages:
             send = self._queue.get()
             try:
                 self._send(send)
+            except Exception as exc:  # noqa: BLE001 - the one thread that sends every event
+                # Whatever a send raises beyond a failed publish (its channel gone, a bug) costs
+                # that event, not the thread and every event after it.
+                self.dropped += 1
+                logger.warning("event not published: %r", exc)
             finally:
                 self._queue.task_done()
 

@@ -138,6 +138,14 @@ class MonitoringChannel(ChannelMixin):
             outages = self.__dict__["_event_outages"] = EventOutages()
         return outages
 
+    def close(self) -> None:
+        # Its queued events go out while the channel can still send them (a producer's
+        # task-sent events, a worker's offline event): bounded by FLUSH_SECONDS.
+        outages: EventOutages | None = self.__dict__.get("_event_outages")
+        if outages is not None:
+            outages.flush()
+        super().close()
+
     @property
     def event_sample_rate(self) -> float:
         return float(self.transport_options.get("event_sample_rate", 1.0))

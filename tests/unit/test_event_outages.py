@@ -4,6 +4,7 @@ fails."""
 from __future__ import annotations
 
 import threading
+import time
 
 from botocore.exceptions import EndpointConnectionError
 
@@ -62,3 +63,36 @@ def test_a_full_queue_drops_new_events() -> None:
     released.set()
     assert results.count(False) >= 1
     assert publisher.flush(10)
+
+
+def test_a_send_that_raises_costs_that_event_not_the_publisher() -> None:
+    publisher, sent = EventOutages(), []
+
+    def channel_gone() -> None:
+        raise AttributeError("'NoneType' object has no attribute 'client'")
+
+    # given a send that fails with something other than a failed publish
+    publisher.publish(channel_gone)
+    publisher.publish(lambda: sent.append("next"))
+    # then the events after it still go out
+    assert publisher.flush(10)
+    assert sent == ["next"]
+
+
+def test_closing_a_channel_sends_its_queued_events_first() -> None:
+    from taskapp.app import app
+
+    sent: list[str] = []
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+
+        def slow() -> None:
+            time.sleep(0.3)
+            sent.append("task-sent")
+
+        # given an event queued on a producer's channel, still on its way
+        channel.event_outages.publish(slow)
+        # when the producer closes the channel at once
+        channel.close()
+    # then the event went out before the channel closed
+    assert sent == ["task-sent"]
