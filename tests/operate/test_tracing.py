@@ -179,10 +179,12 @@ def test_a_retry_stays_in_the_trace(traced: Traced) -> None:
 def test_a_countdown_that_hops_stays_in_the_trace(traced: Traced) -> None:
     from tests.tasks import record
 
-    # Given a countdown longer than one hop (the worker's hop is 1 s; the first delay 1 s too)
+    # Given a countdown longer than one hop (the worker's hop is 1 s; the first delay 1 s too).
+    # The worker must receive it before it is due, or it runs it without a hop: 11 s of margin
+    # (4 s was too little beside a CPU hog, where a busy worker's receive came after the ETA).
     before = len([s for s in traced.worker_spans() if s["name"] == "SQS.SendMessage"])
     tag = f"trace-hop-{uuid.uuid4().hex[:8]}"
-    trace_id, _ = traced.publish(record, tag, countdown=4, DelaySeconds=1)
+    trace_id, _ = traced.publish(record, tag, countdown=12, DelaySeconds=1)
 
     # Then the run is in the producer's trace, after the worker re-sent the body at least once
     spans = traced.worker_trace(trace_id, "run/tests.record")
