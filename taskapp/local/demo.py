@@ -12,6 +12,7 @@ from types import FrameType
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from taskapp.local.stack import Stack
 
@@ -111,13 +112,14 @@ def render_results(results: list[tuple[str, str, str]], console: Console) -> Non
     """The demo's results: a table of the short ones, then each key or URL on a line of its own.
 
     A table folds a long value across lines (80 columns without a tty), and a folded presigned
-    URL cannot be copied; printed alone, unwrapped and without markup, it can.
+    URL cannot be copied; printed alone, unwrapped and
+    with no markup or `:emoji:` codes read into it, it can.
     """
     table = Table("family", "what", "result", title="taskapp demo")
     for family, label, value in results:
-        table.add_row(family, label, "(below)" if _copyable(value) else value)
+        table.add_row(Text(family), Text(label), Text("(below)" if _copyable(value) else value))
     console.print(table)
     for family, label, value in results:
         if _copyable(value):
-            console.print(f"{family} {label}:", markup=False, highlight=False)
-            console.print(value, markup=False, highlight=False, soft_wrap=True)
+            console.print(f"{family} {label}:", markup=False, highlight=False, emoji=False)
+            console.print(value, markup=False, highlight=False, emoji=False, soft_wrap=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -43,11 +43,25 @@ def test_a_presigned_url_and_a_key_are_printed_whole_on_their_own_lines() -> Non
 @settings(deadline=None)
 @given(
     st.text(
-        alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="[]"),
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126),
         min_size=41,
         max_size=600,
     ),
     st.integers(min_value=40, max_value=200),
 )
+# Rich once read `:V:` as the :v: emoji code and printed ✌ in its place.
+@example(value="00000000000000000000000000000000000:::V:0", width=40)
+@example(value="[bold]" + "a" * 40 + "[/bold]", width=40)
 def test_any_long_value_survives_any_width_unbroken(value: str, width: int) -> None:
     assert value in _printed([("images", "variant", value)], width=width)
+
+
+@given(
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=12)
+    .map(str.strip)
+    .filter(bool)
+)
+@example(":v:")
+@example("[red]x[/red]")
+def test_a_short_value_is_shown_as_it_is_in_the_table(value: str) -> None:
+    assert any(value in line for line in _printed([("data", "rows", value)], width=80))
