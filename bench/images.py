@@ -10,10 +10,22 @@ quality 90, like a phone photo), held in memory, as a worker holds a downloaded 
 - ours: ``pipeline.decode`` once (draft sized for the largest box) -> ``pipeline.render`` for
   every size (chained resizes), with EXIF orientation, sRGB handling and metadata stripping.
 
-Both write JPEG with the same encoder settings. Rounds alternate naive/ours per image so other
-load on the machine hits both alike. Prints images/s for each, their ratio (target >= 3x),
+- short-draft: ours, but a JPEG may be drafted up to 3% below the largest box and the resize
+  makes up the rest (``pipeline.DRAFT_UPSCALE``; the product ships 1.0; 1.03 is the limit of that
+  option in issue 16).
+
+Each is measured beside ours on the same images, so that the choice between them is a
+measurement.
+- vips (only if pyvips imports: ``uv run --with pyvips --with pyvips-binary python
+  bench/images.py``): libvips' ``thumbnail_buffer`` for the largest size (shrink-on-load,
+  sRGB export) and ``thumbnail_image`` from it for the rest, metadata stripped: the resampler
+  issue 16 offered instead of Pillow.
+
+Both write JPEG with the same encoder settings. Rounds alternate the order of the pipelines so other
+load on the machine hits them alike. Prints images/s for each, their ratio (target >= 3x),
 the mean absolute pixel difference of the outputs (target <= 2 on 0-255), and the peak RSS of a
-fresh process running the worker's code on a 12 MP image (target < 300 MB).
+fresh process running the worker's code on a 12 MP image (target < 300 MB). Exits 1 when a
+target is missed.
 """
 
 from __future__ import annotations
@@ -36,6 +48,10 @@ from taskapp.images import pipeline  # noqa: E402
 
 WIDTH, HEIGHT = 4000, 3000
 MAX_PIXELS = 64_000_000
+SHORT_DRAFT = 1.03
+RATIO_TARGET = 3.0
+MAD_TARGET = 2.0
+RSS_TARGET_MB = 300
 DEFAULT_SIZE_SETS = ["128,256,512", "128,512,1024", "256,512,1024"]
 
 
@@ -87,6 +103,34 @@ def ours(data: bytes, sizes: list[int], fmt: pipeline.OutputFormat) -> list[byte
     return [by_size[size] for size in sizes]
 
 
+def ours_short_draft(data: bytes, sizes: list[int], fmt: pipeline.OutputFormat) -> list[bytes]:
+    """Ours with a JPEG draft allowed 3% below the largest box (issue 16's other option)."""
+    shipped, pipeline.DRAFT_UPSCALE = pipeline.DRAFT_UPSCALE, SHORT_DRAFT
+    try:
+        return ours(data, sizes, fmt)
+    finally:
+        pipeline.DRAFT_UPSCALE = shipped
+
+
+try:
+    import pyvips  # type: ignore[import-untyped]
+except ImportError:  # the usual case: the product uses Pillow
+    pyvips = None
+
+
+def vips(data: bytes, sizes: list[int], options: dict) -> list[bytes]:
+    """libvips the way ours works: one shrink-on-load decode for the largest, then the rest."""
+    # copy_memory: the thumbnail is a lazy sequential pipeline, read once per output otherwise
+    largest = pyvips.Image.thumbnail_buffer(data, max(sizes), export_profile="srgb").copy_memory()
+    outputs = {}
+    for size in sorted(sizes, reverse=True):
+        image = largest if size == max(sizes) else largest.thumbnail_image(size)
+        outputs[size] = image.jpegsave_buffer(
+            Q=options["quality"], optimize_coding=bool(options.get("optimize")), keep="none"
+        )
+    return [outputs[size] for size in sizes]
+
+
 def mad(a: bytes, b: bytes) -> float:
     """Mean absolute difference per channel value (0-255) of two decoded outputs."""
     x, y = Image.open(io.BytesIO(a)).convert("RGB"), Image.open(io.BytesIO(b)).convert("RGB")
@@ -128,20 +172,24 @@ def breakdown(data: bytes, sizes: list[int]) -> dict[str, float]:
 
 
 def compare(images: list[bytes], sizes: list[int], rounds: int) -> dict:
-    """Time both pipelines on every image ``rounds`` times; compare their outputs pixel by pixel."""
+    """Time each pipeline on every image ``rounds`` times; compare outputs with naive's."""
     fmt = pipeline.output_formats()["jpeg"]
     options = dict(fmt.options)
-    diffs: list[float] = []
-    for data in images:  # warm-up, and the pixel comparison
-        pairs = zip(naive(data, sizes, options), ours(data, sizes, fmt), strict=True)
-        diffs += [mad(a, b) for a, b in pairs]
-    # Each round runs one pipeline over every image, then the other (which goes first
-    # alternates), so each runs after itself, as in a worker: run image by image, ours paid for
-    # the caches and heap naive's full-size decodes had just churned (~10% here).
     runs = {
         "naive": lambda data: naive(data, sizes, options),
         "ours": lambda data: ours(data, sizes, fmt),
     }
+    runs["short-draft"] = lambda data: ours_short_draft(data, sizes, fmt)
+    if pyvips is not None:
+        runs["vips"] = lambda data: vips(data, sizes, options)
+    diffs: dict[str, list[float]] = {name: [] for name in runs if name != "naive"}
+    for data in images:  # warm-up, and the pixel comparison
+        reference = runs["naive"](data)
+        for name, found in diffs.items():
+            found += [mad(a, b) for a, b in zip(reference, runs[name](data), strict=True)]
+    # Each round runs one pipeline over every image, then the next (the order reverses every
+    # round), so each runs after itself, as in a worker: run image by image, ours paid for the
+    # caches and heap naive's full-size decodes had just churned (~10% here).
     times: dict[str, list[list[float]]] = {name: [[] for _ in images] for name in runs}
     for round_ in range(rounds):
         for name in sorted(runs, reverse=bool(round_ % 2)):
@@ -150,17 +198,17 @@ def compare(images: list[bytes], sizes: list[int], rounds: int) -> dict:
                 runs[name](data)
                 seconds.append(time.perf_counter() - start)
     # Other processes share this CPU: the median is what we saw, best-of is the CPU cost.
-    naive_median = sum(map(statistics.median, times["naive"]))
-    ours_median = sum(map(statistics.median, times["ours"]))
-    naive_best = sum(map(min, times["naive"]))
-    ours_best = sum(map(min, times["ours"]))
+    median = {name: sum(map(statistics.median, t)) for name, t in times.items()}
+    best = {name: sum(map(min, t)) for name, t in times.items()}
     return {
-        "naive_ips": len(images) / naive_median,
-        "ours_ips": len(images) / ours_median,
-        "ratio_median": naive_median / ours_median,
-        "ratio_best": naive_best / ours_best,
-        "mad_mean": statistics.fmean(diffs),
-        "mad_max": max(diffs),
+        name: {
+            "ips": len(images) / median[name],
+            "ratio_median": median["naive"] / median[name],
+            "ratio_best": best["naive"] / best[name],
+            "mad_mean": statistics.fmean(diffs[name]) if name in diffs else 0.0,
+            "mad_max": max(diffs[name]) if name in diffs else 0.0,
+        }
+        for name in runs
     }
 
 
@@ -216,19 +264,25 @@ def main() -> None:
         f"made in {time.perf_counter() - started:.1f}s"
     )
     print(
-        f"{'sizes':<16}{'naive img/s':>12}{'ours img/s':>12}{'ratio':>8}{'best-of':>9}"
+        f"{'sizes':<16}{'pipeline':<10}{'img/s':>8}{'ratio':>8}{'best-of':>9}"
         f"{'MAD mean':>10}{'MAD max':>9}"
     )
+    missed: list[str] = []
     for sizes in size_sets:
-        r = compare(images, sizes, args.rounds)
-        print(
-            f"{','.join(map(str, sizes)):<16}{r['naive_ips']:>12.2f}{r['ours_ips']:>12.2f}"
-            f"{r['ratio_median']:>7.2f}x{r['ratio_best']:>8.2f}x"
-            f"{r['mad_mean']:>10.2f}{r['mad_max']:>9.2f}"
-        )
+        label = ",".join(map(str, sizes))
+        for name, r in compare(images, sizes, args.rounds).items():
+            print(
+                f"{label:<16}{name:<10}{r['ips']:>8.2f}{r['ratio_median']:>7.2f}x"
+                f"{r['ratio_best']:>8.2f}x{r['mad_mean']:>10.2f}{r['mad_max']:>9.2f}"
+            )
+            if name == "ours" and r["ratio_median"] < RATIO_TARGET:
+                missed.append(f"{label}: {r['ratio_median']:.2f}x naive < {RATIO_TARGET}x")
+            if name == "ours" and r["mad_max"] > MAD_TARGET:
+                missed.append(f"{label}: MAD {r['mad_max']:.2f} > {MAD_TARGET}")
     print(
-        "img/s and ratio: per-image medians over rounds; best-of: each image's fastest round "
-        "(the CPU cost without other load). Targets: ratio >= 3x, MAD max <= 2."
+        "img/s and ratio (to naive): per-image medians over rounds; best-of: each image's fastest "
+        f"round (the CPU cost without other load). Targets for ours: ratio >= {RATIO_TARGET}x, "
+        f"MAD max <= {MAD_TARGET}."
     )
 
     # The 3x target is bounded by libjpeg: a draft decode at 1/8 scale still entropy-decodes
@@ -258,10 +312,17 @@ def main() -> None:
             rss = peak_rss(path, sizes, formats)
             print(
                 f"peak RSS, 12 MP, {label}: {rss['peak_mb']:.0f} MB "
-                f"(after imports {rss['before_mb']:.0f} MB; target < 300 MB)"
+                f"(after imports {rss['before_mb']:.0f} MB; target < {RSS_TARGET_MB} MB)"
             )
+            if rss["peak_mb"] >= RSS_TARGET_MB:
+                missed.append(f"peak RSS {label}: {rss['peak_mb']:.0f} MB")
     finally:
         path.unlink(missing_ok=True)
+    for miss in missed:
+        print(f"NOT met: {miss}")
+    if missed:
+        sys.exit(1)
+    print("all targets met")
 
 
 if __name__ == "__main__":

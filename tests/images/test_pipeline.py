@@ -6,6 +6,8 @@ import io
 import warnings
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from taskapp.images import pipeline
@@ -246,3 +248,59 @@ def test_embedded_non_srgb_profile_is_converted_and_replaced_by_srgb() -> None:
     pixel = image.getpixel((16, 12))
     assert all(abs(a - b) <= 3 for a, b in zip(pixel, (200, 120, 40), strict=True))
     assert image.info["icc_profile"] == srgb
+
+
+@pytest.mark.parametrize(
+    ("size", "box", "upscale", "drafted"),
+    [
+        ((1000, 750), 125, 1.0, 125),  # 1/8 is exactly 125x94; Pillow's rounding would pick 1/4
+        ((1000, 750), 128, 1.0, 250),  # 1/8 would be short: 1/4
+        ((3000, 2000), 384, 1.0, 750),
+        ((1000, 750), 128, 1.03, 125),  # the short draft: 1/8, 2.4% under the box
+        ((3000, 2000), 384, 1.03, 375),
+    ],
+)
+def test_a_jpeg_is_drafted_to_the_smallest_scale_the_upscale_limit_allows(
+    size: tuple[int, int], box: int, upscale: float, drafted: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a JPEG and how far below the box a draft may fall
+    monkeypatch.setattr(pipeline, "DRAFT_UPSCALE", upscale)
+    data = samples.jpeg(*size)
+    # when decoded for that box
+    decoded = pipeline.decode(data, max_pixels=MAX_PIXELS, largest=box)
+    # then it was drafted to the smallest DCT scale within the limit
+    assert decoded.image.width == drafted
+    # and the thumbnail made from it is the right size and close to a full-resolution reference
+    (variant,) = pipeline.render(decoded, [(box, FORMATS["png"])])
+    image = opened(variant).convert("RGB")
+    assert image.size == pipeline.fit(*size, box)
+    assert samples.mad(image, samples.reference_thumbnail(data, box)) < 2.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=900),
+    st.integers(min_value=1, max_value=900),
+    st.integers(min_value=1, max_value=1000),
+    st.sampled_from([1.0, 1.03]),
+)
+@example(7, 900, 64, 1.0)  # a side narrower than the 1/8 scale
+@example(1000, 750, 125, 1.0)
+def test_any_jpeg_size_and_box_is_drafted_within_the_limit_and_fits_the_box(
+    width: int, height: int, box: int, upscale: float
+) -> None:
+    # given a JPEG of any size; when decoded and rendered for any box
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 90, 30)).save(buffer, "JPEG")
+    shipped, pipeline.DRAFT_UPSCALE = pipeline.DRAFT_UPSCALE, upscale
+    try:
+        decoded = pipeline.decode(buffer.getvalue(), max_pixels=MAX_PIXELS, largest=box)
+    finally:
+        pipeline.DRAFT_UPSCALE = shipped
+    (variant,) = pipeline.render(decoded, [(box, FORMATS["jpeg"])])
+    # then the decode is never further below the box than the limit, and the output fits it
+    target = pipeline.fit(width, height, box)
+    assert decoded.image.width * upscale >= target[0]
+    assert decoded.image.height * upscale >= target[1]
+    assert (variant.width, variant.height) == target
+    assert opened(variant).size == target
