@@ -257,6 +257,7 @@ class Moto:
         line = self.child.process.stdout.readline().split()
         assert line[:1] == ["PORT"], f"moto did not start: {line}"
         self.url = f"http://127.0.0.1:{line[1]}"
+        self.cpu = CpuSampler(self.child)
         return self.url
 
     def take_counts(self) -> dict[str, int]:
@@ -265,6 +266,29 @@ class Moto:
             urllib.request.Request(f"{self.url}/__bench/reset", method="POST")
         ) as r:
             return json.loads(r.read())
+
+
+class CpuSampler:
+    """Samples a child's CPU seconds every 0.1 s, so that the CPU it used over any window
+    of the run (as two wall-clock times) can be read afterwards."""
+
+    def __init__(self, child: Child) -> None:
+        self.child, self.samples, self.stop = child, [(time.time(), 0.0)], threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.1):
+            try:
+                self.samples.append((time.time(), self.child.cpu_seconds()))
+            except (OSError, ValueError, AssertionError):
+                return
+
+    def busy(self, start: float, end: float) -> float | None:
+        """CPU seconds per wall second over [start, end] (1.0: one core busy throughout)."""
+        inside = [(t, c) for t, c in self.samples if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
 def sqs_requests(counts: dict[str, int], queue: str) -> int:
@@ -307,12 +331,14 @@ class Result:
     drain_sqs_per_task: float | None = None
     drain_sqs_calls: dict[str, int] = field(default_factory=dict)
     drain_cpu_ms: float | None = None
+    drain_moto_busy: float | None = None
     drain_per_s: float | None = None
     e2e_cpu_ms: float | None = None
     sqs_per_task: float | None = None
     sqs_actions: dict[str, int] = field(default_factory=dict)
     sns_per_task: float | None = None
     p50_ms: float | None = None
+    p50_send_ms: float | None = None
     p99_ms: float | None = None
     rss_mib: float | None = None
     idle_per_queue_hour: float | None = None
@@ -630,6 +656,7 @@ def measure(contender: Contender, moto: Moto, args: argparse.Namespace) -> Resul
     if len(drained) > 1:
         span = drained[-1].arrived - drained[0].arrived
         result.preload_drain_per_s = (len(drained) - 1) / span
+        result.drain_moto_busy = moto.cpu.busy(drained[0].arrived, drained[-1].arrived)
     if len(drained) < args.preload:
         result.note = f"drain timed out: {len(drained)}/{args.preload} ran"
     time.sleep(1.0)  # acks still being flushed belong to the drain
@@ -667,13 +694,14 @@ def measure(contender: Contender, moto: Moto, args: argparse.Namespace) -> Resul
         result.sns_per_task = sns_requests(counts, contender.sns_prefix) / args.tasks
     # 4. latency on the idle system: one task at a time
     time.sleep(1.0)
-    latencies = []
+    latencies, sends = [], []
     for index in range(args.latency):
         if worker.process is None or worker.process.poll() is not None:
             result.note += f" worker exited ({OUT / contender.name}.log)"
             break
         sent_at = time.time()
         contender.send_one(latency, index, sent_at)
+        sends.append((time.time() - sent_at) * 1000)
         report = reports.wait_for(latency, index, 10.0)
         if report is not None:
             latencies.append((report.started - report.sent_at) * 1000)
@@ -681,6 +709,7 @@ def measure(contender: Contender, moto: Moto, args: argparse.Namespace) -> Resul
     if latencies:
         latencies.sort()
         result.p50_ms = statistics.median(latencies)
+        result.p50_send_ms = statistics.median(sends)
         result.p99_ms = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     return result
 
@@ -734,11 +763,13 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         (f"drain of those {args.preload}, tasks/s", lambda r: _fmt(r.preload_drain_per_s)),
         ("  SQS requests/task, drain + start-up", lambda r: _fmt(r.drain_sqs_per_task, ".2f")),
         ("  worker CPU ms/task, drain + start-up", lambda r: _fmt(r.drain_cpu_ms, ".1f")),
+        ("  moto server CPU, cores busy in the drain", lambda r: _fmt(r.drain_moto_busy, ".2f")),
         (f"end-to-end {args.tasks}, depth<={args.depth}, /s", lambda r: _fmt(r.drain_per_s)),
         ("  SQS requests/task, work queue", lambda r: _fmt(r.sqs_per_task, ".2f")),
         ("  SNS requests/task", lambda r: _fmt(r.sns_per_task, ".2f")),
         ("  worker CPU ms/task, warm", lambda r: _fmt(r.e2e_cpu_ms, ".2f")),
         ("p50 send->start, ms", lambda r: _fmt(r.p50_ms, ".1f")),
+        ("  of which the send call, p50 ms", lambda r: _fmt(r.p50_send_ms, ".1f")),
         ("p99 send->start, ms", lambda r: _fmt(r.p99_ms, ".1f")),
         (f"idle SQS req/polled queue-hour ({idle:.0f}s)", lambda r: _fmt(r.idle_per_queue_hour)),
         ("idle req/worker-hour, all queues", lambda r: _fmt(r.idle_worker_per_hour)),
