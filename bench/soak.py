@@ -329,7 +329,9 @@ class Soak:
             due = min(args.tasks, int(rate * now) + 1, load.sent + SEND_CHUNK)
             if due > load.sent and now < duration:
                 kinds = Counter(CYCLE[j % len(CYCLE)] for j in range(load.sent, due))
-                load.send(kinds["noop"], kinds["email"], kinds["image"], kinds["report"], 0.02)
+                load.send(
+                    kinds["noop"], kinds["email"], kinds["image"], kinds["report"], 0.02, True
+                )
             self._watch_resumes(now)
             if now >= next_sample:
                 self.workers.sample()

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import func, make_url, select
 
+from taskapp import enqueue_many
 from taskapp.db import engine
 from taskapp.images.pipeline import output_formats
 from taskapp.images.service import variant_key
@@ -71,24 +72,48 @@ class MixedLoad:
 
     # -- queueing ----------------------------------------------------------------------------
     def send(
-        self, noops: int = 4, emails: int = 3, images: int = 1, reports: int = 1, sleep: float = 0
+        self,
+        noops: int = 4,
+        emails: int = 3,
+        images: int = 1,
+        reports: int = 1,
+        sleep: float = 0,
+        batched: bool = False,
     ) -> None:
-        """Queue more tasks (no-ops that take ``sleep`` seconds, so a fault can hit them)."""
+        """Queue more tasks (no-ops that take ``sleep`` seconds, so a fault can hit them).
+
+        ``batched``: no-ops and emails go out with ``enqueue_many`` (SendMessageBatch of 10), as
+        a producer that queues many tasks would send them; the soak's moto then spends its CPU
+        on the workers' calls rather than on one SendMessage per task.
+        """
         producer = self.drain.producer
+        signatures: dict[str, Any] = {}
         for _ in range(noops):
             tag = f"{self.run}-n{len(self.noops)}"
-            sent = producer.send_task("tests.record", args=[tag], kwargs={"sleep": sleep})
-            self.task_ids[tag] = sent.id
+            signatures[tag] = producer.signature(
+                "tests.record", args=[tag], kwargs={"sleep": sleep}
+            )
             self.noops.append(tag)
         for _ in range(emails):
             to = f"{self.run}-e{len(self.emails)}@example.com"
-            sent = producer.send_task(
+            signatures[to] = producer.signature(
                 "email.send",
                 args=[to, "fault cell"],
                 kwargs={"body": "hello", "idempotency_key": f"{self.run}:{to}"},
             )
-            self.task_ids[to] = sent.id
             self.emails.append(to)
+        for tag, signature in signatures.items():
+            self.task_ids[tag] = signature.freeze().id
+        if batched:
+            failed = [
+                outcome
+                for outcome in enqueue_many(signatures.values(), app=producer)
+                if isinstance(outcome, Exception)
+            ]
+            assert not failed, failed[:3]
+        else:
+            for signature in signatures.values():
+                signature.apply_async()
         for _ in range(images):
             # A distinct picture per task, so each has a variant set of its own.
             key = f"faults/{self.run}/{len(self.images)}.png"
