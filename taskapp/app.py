@@ -384,18 +384,24 @@ def _database_unreachable() -> tuple[type[BaseException], ...]:
 
 @signals.worker_init.connect
 def _validate_queue_plan(**_: object) -> None:
-    """Refuse to start a worker whose visibility timeout is shorter than a hard time limit."""
+    """Refuse to start a worker whose visibility timeout is shorter than a hard time limit;
+    tell the ack batcher each queue's visibility timeout."""
     import sys
 
     from config.settings import SettingError, load_settings
     from taskapp.queues import app_specs, effective_specs
 
     try:
-        effective_specs(app_specs(app), load_settings())
+        specs = effective_specs(app_specs(app), load_settings())
     except SettingError as exc:
         # Celery logs and swallows exceptions raised by signal handlers; exit instead.
         print(f"taskapp: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - one line
         raise SystemExit(2) from exc
+    # How long an acked message whose delete failed may still be deleted (taskapp/sqs/acks.py).
+    # The worker's connections are made after worker_init and copy these options.
+    app.conf.broker_transport_options["visibility_timeouts"] = {
+        spec.name: spec.visibility_timeout for spec in specs
+    }
 
 
 # The SQS layer (taskapp/sqs/extension.py), told what is ours: the errors the worker sorts

@@ -13,10 +13,12 @@ DeleteMessage. A call that fails (refused, reset, timed out, throttled, 5xx) and
 failed on its side are retried with backoff (0.25 s doubling, at most 2 s) for as long as the
 receipt handle can still delete the message: ``ack_retry_seconds`` (transport option; default
 three visibility-heartbeat intervals, how long an acknowledged message stays invisible once the
-heartbeat stops renewing it). After that the message is left to SQS, which redelivers it, and
-its idempotency claim absorbs the duplicate. An outage is logged when its first ack fails and
-when acks are given up, not once per call. An entry refused for the caller's fault (an invalid
-handle) is not retried.
+heartbeat stops renewing it), or the queue's VisibilityTimeout if that is longer (transport
+option ``visibility_timeouts``, queue name to seconds: a message acked before its first
+heartbeat renewal stays invisible that long, and a reports queue's is 930 s). After that the
+message is left to SQS, which redelivers it, and its idempotency claim absorbs the duplicate.
+An outage is logged when its first ack fails and when acks are given up, not once per call. An
+entry refused for the caller's fault (an invalid handle) is not retried.
 
 A claim-checked message (body in S3) is still deleted synchronously: ``taskapp.sqs.delivery``
 deletes its S3 object right after ``basic_ack`` returns, and the object must outlive the
@@ -86,11 +88,13 @@ class AckBatcher:
         self._closed = False
         _LIVE.add(self)
 
-    def add(self, queue: str | None, url: str, handle: str) -> None:
-        """Queue one acknowledged message for deletion."""
+    def add(self, queue: str | None, url: str, handle: str, lifetime: float = 0.0) -> None:
+        """Queue one acknowledged message for deletion, retried for ``lifetime`` seconds if
+        that is longer than the batcher's own."""
         with self._cond:
             now = time.monotonic()
-            self._pending.append(_Ack(queue, url, handle, now, now + self.lifetime))
+            expires = now + max(self.lifetime, lifetime)
+            self._pending.append(_Ack(queue, url, handle, now, expires))
             if self._closed:
                 pass  # a late ack on a closing channel: flushed by close()
             elif self._thread is None:
@@ -270,7 +274,9 @@ class AckBatchMixin(ChannelMixin):
         queue = None
         if "routing_key" in info:
             queue = self.canonical_queue_name(info["routing_key"])
-        self._batcher().add(queue, url, sqs_message["ReceiptHandle"])
+        visibility = self.transport_options.get("visibility_timeouts") or {}
+        lifetime = float(visibility.get(info.get("routing_key"), 0))
+        self._batcher().add(queue, url, sqs_message["ReceiptHandle"], lifetime)
         # Release the delivery as kombu does once its DeleteMessage returned: skip SQS.Channel's
         # basic_ack (the synchronous delete) and run the virtual channel's.
         super(SQS.Channel, self).basic_ack(delivery_tag, multiple)

@@ -83,3 +83,31 @@ def test_acks_are_left_to_sqs_once_their_handles_expire(
     proxy.set(Mode.PASS)
     batcher.close()
     assert queue_depth(sqs, url).total == 3
+
+
+def test_an_ack_is_retried_for_as_long_as_its_queue_keeps_the_message_invisible(
+    proxied: tuple[FaultProxy, Any, str, list[str]], sqs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The soak's find: a reports message (VisibilityTimeout 930 s) acked before its first
+    # heartbeat renewal was given up after three heartbeat intervals, during a 30 s SQS
+    # outage, and came back 15 minutes later to be absorbed as a duplicate.
+    proxy, client, url, handles = proxied
+    attempts: list[str] = []
+    client.meta.events.register(
+        "before-send.sqs.DeleteMessageBatch", lambda **_: attempts.append("call")
+    )
+    # given acks the batcher alone would give up on after half a second, but whose queue keeps
+    # them invisible for 120 s, during an outage
+    proxy.set(Mode.RESET)
+    batcher = AckBatcher(lambda queue: client, interval=0.05, lifetime=0.5)
+    with caplog.at_level(logging.WARNING, logger="taskapp.sqs.acks"):
+        for handle in handles:
+            batcher.add(None, url, handle, lifetime=120)
+        # when the outage outlasts the batcher's own lifetime (three more failed attempts,
+        # 0.25 + 0.5 + 1 s of backoff)
+        wait_for(lambda: len(attempts) >= 4, "four failed delete attempts", timeout=30)
+        assert "gave up" not in caplog.text
+    # then, once SQS answers again, they are deleted
+    proxy.set(Mode.PASS)
+    wait_for(lambda: queue_depth(sqs, url).total == 0, "the acked messages to be deleted", 30)
+    batcher.close()
